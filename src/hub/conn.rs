@@ -1,0 +1,216 @@
+//! [`ConnHandle`]: what the hub knows of one WebSocket connection, shared (`Rc`) between
+//! the connection's task and the shard's hub.
+//!
+//! The hub never writes to a socket: it pushes ready frames (`Bytes`) onto the handle's
+//! bounded outbound queue and wakes the connection task, which writes everything pending
+//! in one vectored write. A connection whose queue would pass its bound is a slow
+//! consumer: its queue is dropped at once and the task is told to close, so one stalled
+//! reader never grows memory or delays the others.
+use bytes::Bytes;
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::task::Waker;
+
+use crate::metrics::ShardCounters;
+
+/// Who a connection is, once known.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    pub user_type: Box<str>,
+    /// `None` for an anonymous connection.
+    pub user_id: Option<Box<str>>,
+}
+
+/// Why the server is closing a connection: the close code and reason sent to the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CloseReason {
+    pub code: u16,
+    pub reason: &'static str,
+}
+
+/// Close codes of our own (RFC 6455 leaves 4000–4999 to applications).
+pub mod close_code {
+    /// Disconnected by the server API.
+    pub const DISCONNECTED: u16 = 4000;
+    /// Authentication failed or did not happen in time.
+    pub const AUTH_FAILED: u16 = 4001;
+    /// Forbidden.
+    pub const FORBIDDEN: u16 = 4003;
+    /// Too many connections for this user.
+    pub const TOO_MANY_CONNECTIONS: u16 = 4008;
+    /// Slow consumer: the outbound queue passed its bound.
+    pub const SLOW_CONSUMER: u16 = 4009;
+    /// Rate limited.
+    pub const RATE_LIMITED: u16 = 4029;
+}
+
+/// The shared state of one connection.
+pub struct ConnHandle {
+    /// Shard-unique id (`shard << 48 | sequence`), also the wire `conn_id` once formatted.
+    pub id: u64,
+    out: RefCell<VecDeque<Bytes>>,
+    out_bytes: Cell<usize>,
+    /// Bound on `out_bytes`.
+    max_out: usize,
+    waker: Cell<Option<Waker>>,
+    close: Cell<Option<CloseReason>>,
+    /// Coarse shard clock (seconds) of the last frame received.
+    pub last_rx: Cell<u32>,
+    /// Whether a server ping is outstanding (sent since `last_rx`).
+    pub ping_sent: Cell<bool>,
+    /// Coarse shard clock (seconds) when the connection was accepted.
+    pub created: u32,
+    pub identity: RefCell<Option<Identity>>,
+    /// Topics this connection joined (or is joining), including its personal topic.
+    pub subs: RefCell<Vec<Arc<str>>>,
+}
+
+impl ConnHandle {
+    pub fn new(id: u64, max_out: usize, now: u32) -> Self {
+        ConnHandle {
+            id,
+            out: RefCell::new(VecDeque::new()),
+            out_bytes: Cell::new(0),
+            max_out,
+            waker: Cell::new(None),
+            close: Cell::new(None),
+            last_rx: Cell::new(now),
+            ping_sent: Cell::new(false),
+            created: now,
+            identity: RefCell::new(None),
+            subs: RefCell::new(Vec::new()),
+        }
+    }
+
+    /// The connection id clients and the API see: `"{shard}-{sequence}"`.
+    pub fn conn_id(&self) -> String {
+        format_conn_id(self.id)
+    }
+
+    /// Queue a frame. Returns false when the frame was not queued (closing, or the
+    /// connection just became a slow consumer and is being closed).
+    pub fn push(&self, frame: Bytes, c: &ShardCounters) -> bool {
+        if self.close.get().is_some() {
+            ShardCounters::add(&c.queue_drops, 1);
+            return false;
+        }
+        let n = self.out_bytes.get() + frame.len();
+        if n > self.max_out {
+            ShardCounters::add(&c.slow_consumer_disconnects, 1);
+            ShardCounters::add(&c.queue_drops, 1 + self.out.borrow().len() as u64);
+            self.out.borrow_mut().clear();
+            self.out_bytes.set(0);
+            self.request_close(CloseReason {
+                code: close_code::SLOW_CONSUMER,
+                reason: "slow consumer",
+            });
+            return false;
+        }
+        self.out_bytes.set(n);
+        self.out.borrow_mut().push_back(frame);
+        ShardCounters::add(&c.messages_out, 1);
+        self.wake();
+        true
+    }
+
+    /// Queue a frame even while closing (the close frame itself, replies before close).
+    pub fn push_control(&self, frame: Bytes) {
+        self.out_bytes.set(self.out_bytes.get() + frame.len());
+        self.out.borrow_mut().push_back(frame);
+        self.wake();
+    }
+
+    /// Ask the connection task to close with this code (first request wins).
+    pub fn request_close(&self, reason: CloseReason) {
+        if self.close.get().is_none() {
+            self.close.set(Some(reason));
+            self.wake();
+        }
+    }
+
+    pub fn close_requested(&self) -> Option<CloseReason> {
+        self.close.get()
+    }
+
+    pub fn has_pending(&self) -> bool {
+        !self.out.borrow().is_empty()
+    }
+
+    /// Move every pending frame into `into` (in order).
+    pub fn take_pending(&self, into: &mut Vec<Bytes>) {
+        let mut q = self.out.borrow_mut();
+        into.extend(q.drain(..));
+        self.out_bytes.set(0);
+        if q.capacity() > 64 {
+            // A burst grew the queue; give the memory back so idle connections stay small.
+            *q = VecDeque::new();
+        }
+    }
+
+    pub fn set_waker(&self, w: &Waker) {
+        let old = self.waker.take();
+        match old {
+            Some(o) if o.will_wake(w) => self.waker.set(Some(o)),
+            _ => self.waker.set(Some(w.clone())),
+        }
+    }
+
+    fn wake(&self) {
+        if let Some(w) = self.waker.take() {
+            w.wake();
+        }
+    }
+
+    pub fn user_type(&self) -> Option<Box<str>> {
+        self.identity.borrow().as_ref().map(|i| i.user_type.clone())
+    }
+}
+
+/// Shard index encoded in a connection id.
+pub const SHARD_SHIFT: u32 = 48;
+
+pub fn format_conn_id(id: u64) -> String {
+    format!("{}-{}", id >> SHARD_SHIFT, id & ((1 << SHARD_SHIFT) - 1))
+}
+
+/// Parse `"{shard}-{sequence}"` back into the numeric id.
+pub fn parse_conn_id(s: &str) -> Option<u64> {
+    let (a, b) = s.split_once('-')?;
+    let shard: u64 = a.parse().ok()?;
+    let seq: u64 = b.parse().ok()?;
+    if shard >= 1 << (64 - SHARD_SHIFT) || seq >= 1 << SHARD_SHIFT {
+        return None;
+    }
+    Some(shard << SHARD_SHIFT | seq)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn conn_id_round_trip() {
+        let id = 3u64 << SHARD_SHIFT | 77;
+        assert_eq!(format_conn_id(id), "3-77");
+        assert_eq!(parse_conn_id("3-77"), Some(id));
+        assert_eq!(parse_conn_id("x-1"), None);
+        assert_eq!(parse_conn_id("1"), None);
+        assert_eq!(parse_conn_id("99999999-1"), None);
+    }
+
+    #[test]
+    fn slow_consumer_drops_queue_and_requests_close() {
+        let c = ShardCounters::default();
+        let h = ConnHandle::new(1, 100, 0);
+        assert!(h.push(Bytes::from(vec![0; 60]), &c));
+        assert!(!h.push(Bytes::from(vec![0; 60]), &c));
+        assert!(!h.has_pending(), "queue dropped at once");
+        assert_eq!(h.close_requested().unwrap().code, close_code::SLOW_CONSUMER);
+        assert!(
+            !h.push(Bytes::from_static(b"x"), &c),
+            "nothing queued after close"
+        );
+        assert_eq!(ShardCounters::get(&c.slow_consumer_disconnects), 1);
+    }
+}

@@ -1,0 +1,383 @@
+//! The per-shard hub: this shard's connections, the topics they joined, and which other
+//! shards have subscribers for which topic. Owned by one shard (no locks); other shards
+//! learn of it only through mesh messages.
+//!
+//! # Routing only to interested shards
+//! Each shard keeps a replica of the other shards' interest: `remote[topic]` is a bitmask
+//! of the shards that have at least one subscriber. When a shard's first subscriber of a
+//! topic arrives it announces `Interest{add}` to every other shard and holds the
+//! subscription as *pending*; the `subscribed` answer (or `auth_success`, for the personal
+//! topic) is sent only when every shard has acknowledged. So once a client has seen
+//! `subscribed`, every later publish on any shard reaches it. Per-pair queues are FIFO, so
+//! an add and a later remove are always applied in order.
+//!
+//! # Fan-out
+//! A frame is encoded once by the publisher; [`Hub::publish`] pushes a clone of the same
+//! `Bytes` to each local subscriber and gives one clone to each interested shard, which
+//! does the same for its own subscribers ([`Hub::deliver`]).
+pub mod conn;
+
+use bytes::Bytes;
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::Arc;
+
+pub use conn::{CloseReason, ConnHandle, Identity};
+
+use crate::metrics::ShardCounters;
+use crate::runtime::mesh::{Mesh, ShardMsg, Target};
+
+/// One topic on this shard.
+#[derive(Default)]
+struct Topic {
+    /// Connections that receive the topic's messages.
+    subs: HashMap<u64, Rc<ConnHandle>>,
+    /// Set while the other shards have not all acknowledged our interest.
+    pending: Option<Pending>,
+}
+
+struct Pending {
+    gen: u64,
+    acks_left: usize,
+    /// Connections waiting to join, with the frame to send each when they do.
+    waiters: Vec<(Rc<ConnHandle>, Option<Bytes>)>,
+}
+
+/// Outcome of a subscribe request.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Joined {
+    /// Joined now; the ready frame was queued.
+    Now,
+    /// Joining; the ready frame will be queued when the other shards have acknowledged.
+    Pending,
+    /// Was already a member; the ready frame was queued.
+    Already,
+}
+
+/// Counts for the stats API.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct HubCounts {
+    pub connections: usize,
+    pub topics: usize,
+}
+
+pub struct Hub {
+    shard: usize,
+    conns: HashMap<u64, Rc<ConnHandle>>,
+    topics: HashMap<Arc<str>, Topic>,
+    remote: HashMap<Arc<str>, u64>,
+    next_gen: u64,
+}
+
+impl Hub {
+    pub fn new(shard: usize) -> Self {
+        Hub {
+            shard,
+            conns: HashMap::new(),
+            topics: HashMap::new(),
+            remote: HashMap::new(),
+            next_gen: 0,
+        }
+    }
+
+    pub fn counts(&self) -> HubCounts {
+        HubCounts {
+            connections: self.conns.len(),
+            topics: self.topics.len(),
+        }
+    }
+
+    pub fn add_conn(&mut self, h: Rc<ConnHandle>) {
+        self.conns.insert(h.id, h);
+    }
+
+    pub fn conn(&self, id: u64) -> Option<&Rc<ConnHandle>> {
+        self.conns.get(&id)
+    }
+
+    pub fn conns(&self) -> impl Iterator<Item = &Rc<ConnHandle>> {
+        self.conns.values()
+    }
+
+    /// Forget a connection and leave all its topics.
+    pub fn remove_conn(&mut self, h: &Rc<ConnHandle>, mesh: &Rc<Mesh>, c: &ShardCounters) {
+        self.conns.remove(&h.id);
+        let subs = std::mem::take(&mut *h.subs.borrow_mut());
+        ShardCounters::sub(&c.subscriptions, subs.len() as u64);
+        for t in subs {
+            self.leave(h, &t, mesh);
+        }
+    }
+
+    /// Join `topic`; `ready` is queued to the connection once it is a member.
+    pub fn subscribe(
+        &mut self,
+        h: &Rc<ConnHandle>,
+        topic: Arc<str>,
+        ready: Option<Bytes>,
+        mesh: &Rc<Mesh>,
+        c: &ShardCounters,
+    ) -> Joined {
+        if h.subs.borrow().iter().any(|t| **t == *topic) {
+            if let Some(f) = ready {
+                // Still pending? Then the frame goes with the pending join.
+                if let Some(p) = self.topics.get_mut(&topic).and_then(|t| t.pending.as_mut()) {
+                    p.waiters.push((h.clone(), Some(f)));
+                    return Joined::Pending;
+                }
+                h.push(f, c);
+            }
+            return Joined::Already;
+        }
+        h.subs.borrow_mut().push(topic.clone());
+        ShardCounters::add(&c.subscriptions, 1);
+        let others = mesh.shards() - 1;
+        match self.topics.get_mut(&topic) {
+            Some(t) => {
+                if let Some(p) = t.pending.as_mut() {
+                    p.waiters.push((h.clone(), ready));
+                    return Joined::Pending;
+                }
+                t.subs.insert(h.id, h.clone());
+            }
+            None if others > 0 => {
+                self.next_gen += 1;
+                let gen = self.next_gen;
+                for dst in (0..mesh.shards()).filter(|&d| d != self.shard) {
+                    mesh.send(
+                        dst,
+                        ShardMsg::Interest {
+                            topic: topic.clone(),
+                            from: self.shard,
+                            add: true,
+                            gen,
+                        },
+                    );
+                }
+                let pending = Pending {
+                    gen,
+                    acks_left: others,
+                    waiters: vec![(h.clone(), ready)],
+                };
+                self.topics.insert(
+                    topic,
+                    Topic {
+                        subs: HashMap::new(),
+                        pending: Some(pending),
+                    },
+                );
+                return Joined::Pending;
+            }
+            None => {
+                let mut t = Topic::default();
+                t.subs.insert(h.id, h.clone());
+                self.topics.insert(topic, t);
+            }
+        }
+        if let Some(f) = ready {
+            h.push(f, c);
+        }
+        Joined::Now
+    }
+
+    /// Leave `topic`. Returns false when the connection was not subscribed.
+    pub fn unsubscribe(
+        &mut self,
+        h: &Rc<ConnHandle>,
+        topic: &str,
+        mesh: &Rc<Mesh>,
+        c: &ShardCounters,
+    ) -> bool {
+        let mut subs = h.subs.borrow_mut();
+        let Some(pos) = subs.iter().position(|t| **t == *topic) else {
+            return false;
+        };
+        let t = subs.swap_remove(pos);
+        drop(subs);
+        ShardCounters::sub(&c.subscriptions, 1);
+        self.leave(h, &t, mesh);
+        true
+    }
+
+    fn leave(&mut self, h: &Rc<ConnHandle>, topic: &Arc<str>, mesh: &Rc<Mesh>) {
+        let Some(t) = self.topics.get_mut(topic) else {
+            return;
+        };
+        t.subs.remove(&h.id);
+        if let Some(p) = t.pending.as_mut() {
+            p.waiters.retain(|(w, _)| w.id != h.id);
+            // The topic stays until the acknowledgements arrive; then it is dropped if empty.
+            return;
+        }
+        if t.subs.is_empty() {
+            self.topics.remove(topic);
+            self.announce_gone(topic, mesh);
+        }
+    }
+
+    fn announce_gone(&self, topic: &Arc<str>, mesh: &Rc<Mesh>) {
+        for dst in (0..mesh.shards()).filter(|&d| d != self.shard) {
+            mesh.send(
+                dst,
+                ShardMsg::Interest {
+                    topic: topic.clone(),
+                    from: self.shard,
+                    add: false,
+                    gen: 0,
+                },
+            );
+        }
+    }
+
+    /// Publish a frame to a topic from this shard: local subscribers and interested shards.
+    /// Returns the number of local receivers.
+    pub fn publish(
+        &self,
+        topic: &Arc<str>,
+        frame: &Bytes,
+        mesh: &Rc<Mesh>,
+        c: &ShardCounters,
+    ) -> usize {
+        if let Some(&mask) = self.remote.get(topic) {
+            let mut m = mask;
+            while m != 0 {
+                let dst = m.trailing_zeros() as usize;
+                m &= m - 1;
+                mesh.send(
+                    dst,
+                    ShardMsg::Deliver {
+                        target: Target::Topic(topic.clone()),
+                        frame: frame.clone(),
+                    },
+                );
+            }
+        }
+        self.deliver_topic(topic, frame, c)
+    }
+
+    /// Broadcast a frame from this shard to every protocol connection on every shard.
+    pub fn broadcast(&self, frame: &Bytes, mesh: &Rc<Mesh>, c: &ShardCounters) -> usize {
+        for dst in (0..mesh.shards()).filter(|&d| d != self.shard) {
+            mesh.send(
+                dst,
+                ShardMsg::Deliver {
+                    target: Target::Broadcast,
+                    frame: frame.clone(),
+                },
+            );
+        }
+        self.deliver_all(frame, c)
+    }
+
+    fn deliver_topic(&self, topic: &str, frame: &Bytes, c: &ShardCounters) -> usize {
+        match self.topics.get(topic) {
+            Some(t) => {
+                for h in t.subs.values() {
+                    h.push(frame.clone(), c);
+                }
+                t.subs.len()
+            }
+            None => 0,
+        }
+    }
+
+    fn deliver_all(&self, frame: &Bytes, c: &ShardCounters) -> usize {
+        for h in self.conns.values() {
+            h.push(frame.clone(), c);
+        }
+        self.conns.len()
+    }
+
+    /// Apply a message from another shard.
+    pub fn on_mesh(&mut self, msg: ShardMsg, mesh: &Rc<Mesh>, c: &ShardCounters) {
+        match msg {
+            ShardMsg::Deliver {
+                target: Target::Topic(t),
+                frame,
+            } => {
+                self.deliver_topic(&t, &frame, c);
+            }
+            ShardMsg::Deliver {
+                target: Target::Broadcast,
+                frame,
+            } => {
+                self.deliver_all(&frame, c);
+            }
+            ShardMsg::Deliver {
+                target: Target::Conn(id),
+                frame,
+            } => {
+                if let Some(h) = self.conns.get(&id) {
+                    h.push(frame, c);
+                }
+            }
+            ShardMsg::Disconnect { conn, code } => {
+                if let Some(h) = self.conns.get(&conn) {
+                    h.request_close(CloseReason {
+                        code,
+                        reason: "disconnected by server",
+                    });
+                }
+            }
+            ShardMsg::Interest {
+                topic,
+                from,
+                add,
+                gen,
+            } => {
+                let bit = 1u64 << from;
+                if add {
+                    *self.remote.entry(topic.clone()).or_insert(0) |= bit;
+                    mesh.send(from, ShardMsg::InterestAck { topic, gen });
+                } else if let Some(m) = self.remote.get_mut(&topic) {
+                    *m &= !bit;
+                    if *m == 0 {
+                        self.remote.remove(&topic);
+                    }
+                }
+            }
+            ShardMsg::InterestAck { topic, gen } => self.on_ack(topic, gen, mesh, c),
+        }
+    }
+
+    fn on_ack(&mut self, topic: Arc<str>, gen: u64, mesh: &Rc<Mesh>, c: &ShardCounters) {
+        let Some(t) = self.topics.get_mut(&topic) else {
+            return;
+        };
+        let Some(p) = t.pending.as_mut() else { return };
+        if p.gen != gen {
+            return;
+        }
+        p.acks_left -= 1;
+        if p.acks_left > 0 {
+            return;
+        }
+        let p = t.pending.take().expect("checked above");
+        for (h, ready) in p.waiters {
+            // Still subscribed (it may have left or closed while pending)?
+            if h.subs.borrow().iter().any(|s| **s == *topic) && h.close_requested().is_none() {
+                t.subs.insert(h.id, h.clone());
+            }
+            if let Some(f) = ready {
+                h.push(f, c);
+            }
+        }
+        if t.subs.is_empty() {
+            self.topics.remove(&topic);
+            self.announce_gone(&topic, mesh);
+        }
+    }
+
+    /// Ids of the connections subscribed to a topic on this shard.
+    pub fn topic_subscribers(&self, topic: &str) -> Vec<u64> {
+        self.topics
+            .get(topic)
+            .map(|t| t.subs.keys().copied().collect())
+            .unwrap_or_default()
+    }
+
+    /// Test and stats view: how many shards this shard routes `topic` to.
+    pub fn remote_interest(&self, topic: &str) -> u32 {
+        self.remote.get(topic).map_or(0, |m| m.count_ones())
+    }
+}

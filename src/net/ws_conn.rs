@@ -1,0 +1,548 @@
+//! The task of one open WebSocket connection.
+//!
+//! One task per connection does both directions. It waits for whichever comes first:
+//! the socket is readable, frames are pending in its outbound queue, or a close was
+//! requested. Reading happens only once the socket is readable, into the shard's shared
+//! buffer, so an idle connection holds no read buffer; only a partial frame left at the
+//! end of a read is copied into a buffer of the connection's own. Writing takes every
+//! pending frame and sends them in one vectored write.
+//!
+//! Close handling (RFC 6455 §5.5.1, §7): a client's Close is answered with a Close carrying
+//! the same code, then the server closes TCP. When the server closes (protocol error, slow
+//! consumer, ping or auth timeout, API), it sends its Close and waits up to
+//! [`CLOSE_LINGER`] for the client's before dropping the connection.
+use bytes::{Bytes, BytesMut};
+use std::future::{poll_fn, Future};
+use std::pin::{pin, Pin};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::Duration;
+
+use super::io::ConnIo;
+use crate::broker::Outbound;
+use crate::hub::conn::close_code;
+use crate::hub::{CloseReason, ConnHandle, Identity};
+use crate::metrics::ShardCounters;
+use crate::protocol::client::{self, ClientMsg};
+use crate::protocol::{code, server, user_topic, valid_topic};
+use crate::runtime::shard::Shard;
+use crate::ws::{self, Decoder, Message, OpCode};
+use monoio::net::TcpStream;
+
+/// How long the server waits for the client's Close after sending its own.
+pub const CLOSE_LINGER: Duration = Duration::from_secs(2);
+
+/// Most bytes read from one connection per wake, so one fast sender cannot starve the rest.
+const READ_BUDGET: usize = 1 << 20;
+
+/// Which WebSocket endpoint a connection is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `/ws`: the ringcast protocol.
+    Protocol,
+    /// `/echo` (dev mode only): echoes every data message; used by conformance tests.
+    Echo,
+}
+
+/// User ids and types: 1–128 bytes, no control characters.
+pub fn valid_user_part(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 128 && !s.chars().any(char::is_control)
+}
+
+/// What reading produced.
+enum Flow {
+    Continue,
+    /// The peer closed TCP or the socket failed.
+    Eof,
+    /// Close the connection with this code (our Close is sent first).
+    Close(u16, &'static str),
+}
+
+struct Conn {
+    shard: Rc<Shard>,
+    h: Rc<ConnHandle>,
+    endpoint: Endpoint,
+    dec: Decoder,
+    /// Bytes of an incomplete frame carried between reads (None when idle).
+    partial: Option<BytesMut>,
+    /// We sent our Close frame.
+    close_sent: bool,
+    /// The close handshake is complete from our side: flush and finish.
+    done: bool,
+}
+
+pub async fn run(
+    shard: Rc<Shard>,
+    stream: TcpStream,
+    early: BytesMut,
+    endpoint: Endpoint,
+    identity: Option<Identity>,
+) {
+    let cfg = shard.config();
+    let (max_message, max_out) = match endpoint {
+        Endpoint::Protocol => (cfg.max_message, cfg.max_outbound),
+        // An echo connection queues what it receives: room for a maximal message and its echo.
+        Endpoint::Echo => (cfg.echo_max_message, 4 * cfg.echo_max_message),
+    };
+    let limits = ws::Limits {
+        max_frame: max_message,
+        max_message,
+    };
+    let h = Rc::new(ConnHandle::new(shard.next_conn_id(), max_out, shard.now()));
+    ShardCounters::add(&shard.counters().connections, 1);
+    let mut conn = Conn {
+        shard,
+        h,
+        endpoint,
+        dec: Decoder::new(limits),
+        partial: None,
+        close_sent: false,
+        done: false,
+    };
+    if endpoint == Endpoint::Protocol {
+        conn.shard.hub.borrow_mut().add_conn(conn.h.clone());
+        conn.greet(identity);
+    }
+    let io = ConnIo::new(stream);
+    if !early.is_empty() {
+        conn.partial = Some(early);
+        if let Flow::Close(code, reason) = conn.decode_buffered() {
+            conn.start_close(code, reason);
+        }
+    }
+    if conn.event_loop(&io).await == End::Linger {
+        io.linger(CLOSE_LINGER).await;
+    }
+    if endpoint == Endpoint::Protocol {
+        let shard = conn.shard.clone();
+        shard
+            .hub
+            .borrow_mut()
+            .remove_conn(&conn.h, &shard.mesh, shard.counters());
+    }
+    ShardCounters::sub(&conn.shard.counters().connections, 1);
+}
+
+/// How a connection's event loop ended.
+#[derive(Debug, PartialEq, Eq)]
+enum End {
+    /// Drop the socket now (peer gone, socket error, stuck slow consumer, deadline).
+    Drop,
+    /// Our Close is written: half-close and let the peer finish before dropping.
+    Linger,
+}
+
+enum Ev {
+    Readable(std::io::Result<()>),
+    Write,
+    CloseRequested(CloseReason),
+    Deadline,
+    Finished,
+}
+
+impl Conn {
+    async fn event_loop(&mut self, io: &ConnIo) -> End {
+        let mut readable = pin!(io.readable());
+        let mut armed = true;
+        let mut frames: Vec<Bytes> = Vec::new();
+        let mut linger: Option<Pin<Box<monoio::time::Sleep>>> = None;
+        loop {
+            let h = self.h.clone();
+            let closing = self.close_sent;
+            let done = self.done;
+            let ev = poll_fn(|cx| {
+                if let Some(t) = linger.as_mut() {
+                    if t.as_mut().poll(cx).is_ready() {
+                        return Poll::Ready(Ev::Deadline);
+                    }
+                }
+                if !closing {
+                    if let Some(r) = h.close_requested() {
+                        return Poll::Ready(Ev::CloseRequested(r));
+                    }
+                }
+                if h.has_pending() {
+                    return Poll::Ready(Ev::Write);
+                }
+                if done {
+                    return Poll::Ready(Ev::Finished);
+                }
+                if armed {
+                    if let Poll::Ready(r) = readable.as_mut().poll(cx) {
+                        armed = false;
+                        return Poll::Ready(Ev::Readable(r));
+                    }
+                }
+                h.set_waker(cx.waker());
+                Poll::Pending
+            })
+            .await;
+            match ev {
+                Ev::Readable(Err(_)) | Ev::Deadline => return End::Drop,
+                Ev::Finished => return End::Linger,
+                Ev::Readable(Ok(())) => {
+                    match self.on_readable(io) {
+                        Flow::Continue => {}
+                        Flow::Eof => return End::Drop,
+                        Flow::Close(code, reason) => {
+                            // RFC 6455 §7.1.7 "Fail the WebSocket Connection": send our
+                            // Close, then close TCP without waiting for the peer's Close.
+                            self.start_close(code, reason);
+                            self.done = true;
+                        }
+                    }
+                    if self.close_sent && linger.is_none() && !self.done {
+                        linger = Some(Box::pin(monoio::time::sleep(CLOSE_LINGER)));
+                    }
+                    readable.set(io.readable());
+                    armed = true;
+                }
+                Ev::CloseRequested(r) => {
+                    self.start_close(r.code, r.reason);
+                    linger = Some(Box::pin(monoio::time::sleep(CLOSE_LINGER)));
+                }
+                Ev::Write => {
+                    h.take_pending(&mut frames);
+                    let slow = |h: &ConnHandle| {
+                        h.close_requested()
+                            .is_some_and(|r| r.code == close_code::SLOW_CONSUMER)
+                    };
+                    let res = {
+                        let mut write = pin!(io.write_all(&mut frames));
+                        poll_fn(|cx| {
+                            if let Poll::Ready(r) = write.as_mut().poll(cx) {
+                                return Poll::Ready(Some(r));
+                            }
+                            // A slow consumer's stuck write is abandoned: the stream is cut
+                            // mid-frame, so the connection is dropped without a Close.
+                            if !closing && slow(&h) {
+                                return Poll::Ready(None);
+                            }
+                            if let Some(t) = linger.as_mut() {
+                                if t.as_mut().poll(cx).is_ready() {
+                                    return Poll::Ready(None);
+                                }
+                            }
+                            h.set_waker(cx.waker());
+                            Poll::Pending
+                        })
+                        .await
+                    };
+                    match res {
+                        Some(Ok(n)) => {
+                            ShardCounters::add(&self.shard.counters().bytes_out, n as u64)
+                        }
+                        Some(Err(_)) | None => return End::Drop,
+                    }
+                }
+            }
+        }
+    }
+
+    /// Send our Close (once) and stop accepting new frames for this connection.
+    fn start_close(&mut self, code: u16, reason: &'static str) {
+        if self.close_sent {
+            return;
+        }
+        self.close_sent = true;
+        self.h.request_close(CloseReason { code, reason });
+        self.h.push_control(ws::encode_close(code, reason));
+    }
+
+    fn on_readable(&mut self, io: &ConnIo) -> Flow {
+        let shard = self.shard.clone();
+        let mut budget = READ_BUDGET;
+        let mut own = self.partial.take();
+        let mut shared = shard.read_buf.borrow_mut();
+        let flow = loop {
+            let buf: &mut BytesMut = match own.as_mut() {
+                Some(b) => b,
+                None => &mut shared,
+            };
+            match io.recv(buf) {
+                Ok(0) => break Flow::Eof,
+                Ok(n) => budget = budget.saturating_sub(n),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break Flow::Continue,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(_) => break Flow::Eof,
+            }
+            match self.decode_all(buf) {
+                Flow::Continue => {}
+                other => break other,
+            }
+            if budget == 0 {
+                break Flow::Continue;
+            }
+        };
+        // Keep an incomplete frame with the connection; the shared buffer is for everyone.
+        match own {
+            Some(b) if !b.is_empty() => self.partial = Some(b),
+            Some(_) => {}
+            None if !shared.is_empty() => {
+                self.partial = Some(BytesMut::from(&shared[..]));
+                shared.clear();
+            }
+            None => {}
+        }
+        flow
+    }
+
+    /// Decode what `partial` holds (bytes that came with the upgrade request).
+    fn decode_buffered(&mut self) -> Flow {
+        let Some(mut b) = self.partial.take() else {
+            return Flow::Continue;
+        };
+        let flow = self.decode_all(&mut b);
+        if !b.is_empty() {
+            self.partial = Some(b);
+        }
+        flow
+    }
+
+    fn decode_all(&mut self, buf: &mut BytesMut) -> Flow {
+        loop {
+            match self.dec.decode(buf) {
+                Ok(Some(m)) => match self.on_message(m) {
+                    Flow::Continue => {}
+                    other => return other,
+                },
+                Ok(None) => return Flow::Continue,
+                Err(e) => {
+                    buf.clear();
+                    return Flow::Close(e.close_code(), "protocol error");
+                }
+            }
+        }
+    }
+
+    fn on_message(&mut self, m: Message) -> Flow {
+        let h = &self.h;
+        h.last_rx.set(self.shard.now());
+        h.ping_sent.set(false);
+        match m {
+            Message::Ping(p) => {
+                if !self.close_sent {
+                    h.push_control(ws::encode_frame(OpCode::Pong, &p));
+                }
+                Flow::Continue
+            }
+            Message::Pong(_) => Flow::Continue,
+            Message::Close(c) => {
+                if !self.close_sent {
+                    // RFC 6455 §5.5.1: reply with a Close, echoing the status code.
+                    let code = c.map_or(ws::close::NORMAL, |(code, _)| code);
+                    self.close_sent = true;
+                    self.h.request_close(CloseReason { code, reason: "" });
+                    self.h.push_control(ws::encode_close(code, ""));
+                }
+                self.done = true;
+                Flow::Continue
+            }
+            _ if self.close_sent => Flow::Continue,
+            Message::Text(p) if self.endpoint == Endpoint::Echo => {
+                self.reply(ws::encode_frame(OpCode::Text, &p));
+                Flow::Continue
+            }
+            Message::Binary(p) if self.endpoint == Endpoint::Echo => {
+                self.reply(ws::encode_frame(OpCode::Binary, &p));
+                Flow::Continue
+            }
+            Message::Text(p) => {
+                ShardCounters::add(&self.shard.counters().messages_in, 1);
+                self.on_text(&p);
+                Flow::Continue
+            }
+            Message::Binary(_) => {
+                Flow::Close(ws::close::UNSUPPORTED, "binary messages are not supported")
+            }
+        }
+    }
+}
+
+impl Conn {
+    fn reply(&self, frame: Bytes) {
+        self.h.push(frame, self.shard.counters());
+    }
+
+    fn error(&self, code: &str, message: &str, id: Option<&client::RequestId>) {
+        self.reply(server::error(code, message, id));
+    }
+
+    /// First message of a protocol connection.
+    fn greet(&mut self, identity: Option<Identity>) {
+        match identity {
+            Some(id) => self.authenticate(id, None),
+            None if self.shard.config().dev => {
+                *self.h.identity.borrow_mut() = Some(Identity {
+                    user_type: "anonymous".into(),
+                    user_id: None,
+                });
+                self.reply(server::auth_success("anonymous", None, &self.h.conn_id()));
+            }
+            None => self.reply(server::auth_required(
+                self.shard.config().auth_timeout.as_secs(),
+            )),
+        }
+    }
+
+    /// Become `identity`: join the personal topic; `auth_success` is sent once joined so
+    /// that a send-to-user made after the client saw it always arrives.
+    fn authenticate(&mut self, identity: Identity, _id: Option<&client::RequestId>) {
+        let user_id = identity.user_id.as_deref().unwrap_or_default().to_owned();
+        let topic: Arc<str> = user_topic(&identity.user_type, &user_id).into();
+        let ready = server::auth_success(&identity.user_type, Some(&user_id), &self.h.conn_id());
+        *self.h.identity.borrow_mut() = Some(identity);
+        let shard = self.shard.clone();
+        shard.hub.borrow_mut().subscribe(
+            &self.h,
+            topic,
+            Some(ready),
+            &shard.mesh,
+            shard.counters(),
+        );
+    }
+
+    fn personal_topic(&self) -> Option<String> {
+        let ident = self.h.identity.borrow();
+        let i = ident.as_ref()?;
+        Some(user_topic(&i.user_type, i.user_id.as_deref()?))
+    }
+
+    fn on_text(&mut self, payload: &Bytes) {
+        let shard = self.shard.clone();
+        let mut scratch = shard.scratch.borrow_mut();
+        scratch.clear();
+        scratch.extend_from_slice(payload);
+        let req = match client::parse(&mut scratch) {
+            Ok(r) => r,
+            Err(e) => return self.error(e.code, &e.message, e.id.as_ref()),
+        };
+        let id = req.id.as_ref();
+        let cfg = shard.config();
+        let c = shard.counters();
+        let authenticated = self
+            .h
+            .identity
+            .borrow()
+            .as_ref()
+            .is_some_and(|i| i.user_id.is_some());
+        let anonymous = self.h.identity.borrow().is_some() && !authenticated;
+        match req.msg {
+            ClientMsg::Authenticate { token, .. } => {
+                if authenticated {
+                    return self.error(code::ALREADY_AUTHENTICATED, "already authenticated", id);
+                }
+                if !cfg.dev {
+                    // Token verification arrives with JWT support; until then only dev mode
+                    // can authenticate.
+                    self.start_close(close_code::AUTH_FAILED, "authentication is not configured");
+                    return;
+                }
+                if !valid_user_part(&token) {
+                    return self.error(
+                        code::BAD_REQUEST,
+                        "dev mode: the token is the user id (1-128 characters)",
+                        id,
+                    );
+                }
+                let identity = Identity {
+                    user_type: "user".into(),
+                    user_id: Some(token.as_ref().into()),
+                };
+                self.authenticate(identity, id);
+            }
+            ClientMsg::Subscribe { topic, .. } => {
+                if !authenticated && !anonymous {
+                    return self.error(code::NOT_AUTHENTICATED, "authenticate first", id);
+                }
+                if !valid_topic(&topic) {
+                    return self.error(code::INVALID_TOPIC, "invalid topic name", id);
+                }
+                if topic.starts_with("user:")
+                    && self.personal_topic().as_deref() != Some(topic.as_ref())
+                {
+                    return self.error(code::FORBIDDEN, "a user topic is only for its user", id);
+                }
+                if self.h.subs.borrow().len() >= cfg.max_subscriptions {
+                    return self.error(
+                        code::TOO_MANY_SUBSCRIPTIONS,
+                        "subscription limit reached",
+                        id,
+                    );
+                }
+                let ready = server::subscribed(&topic, id);
+                shard.hub.borrow_mut().subscribe(
+                    &self.h,
+                    topic.as_ref().into(),
+                    Some(ready),
+                    &shard.mesh,
+                    c,
+                );
+            }
+            ClientMsg::Unsubscribe { topic } => {
+                if self.personal_topic().as_deref() == Some(topic.as_ref()) {
+                    return self.error(code::FORBIDDEN, "the personal topic cannot be left", id);
+                }
+                if shard
+                    .hub
+                    .borrow_mut()
+                    .unsubscribe(&self.h, &topic, &shard.mesh, c)
+                {
+                    self.reply(server::unsubscribed(&topic, id));
+                } else {
+                    self.error(code::NOT_SUBSCRIBED, "not subscribed to this topic", id);
+                }
+            }
+            ClientMsg::Publish { topic, data, .. } => {
+                if !cfg.dev {
+                    return self.error(
+                        code::FORBIDDEN,
+                        "client publishing is not allowed here",
+                        id,
+                    );
+                }
+                if !valid_topic(&topic) {
+                    return self.error(code::INVALID_TOPIC, "invalid topic name", id);
+                }
+                if topic.starts_with("user:") {
+                    return self.error(
+                        code::FORBIDDEN,
+                        "clients cannot publish to user topics",
+                        id,
+                    );
+                }
+                let frame = server::message(server::Via::Topic(&topic), &data);
+                let topic: Arc<str> = topic.as_ref().into();
+                shard.hub.borrow().publish(&topic, &frame, &shard.mesh, c);
+                shard.global.broker.forward(Outbound::Topic {
+                    topic: &topic,
+                    frame: &frame,
+                });
+                if let Some(id) = id {
+                    self.reply(server::ack(id));
+                }
+            }
+            ClientMsg::Ping => {
+                let ident = self.h.identity.borrow();
+                let (t, u) = match ident.as_ref() {
+                    Some(i) => (Some(&*i.user_type), i.user_id.as_deref()),
+                    None => (None, None),
+                };
+                let ts = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as u64);
+                let f = server::pong(t, u, ts, id);
+                drop(ident);
+                self.reply(f);
+            }
+            ClientMsg::Custom { .. } => {
+                self.error(
+                    code::UNSUPPORTED,
+                    "no backend hook is configured for custom messages",
+                    id,
+                );
+            }
+        }
+    }
+}
