@@ -45,12 +45,28 @@ pub mod close_code {
     pub const RATE_LIMITED: u16 = 4029;
 }
 
+/// Frames waiting for the connection's task. Most bursts are one frame, so the first is
+/// kept inline and the deque allocates only when a second frame queues behind it; an idle
+/// connection holds no queue memory.
+#[derive(Default)]
+struct OutQueue {
+    first: Option<Bytes>,
+    rest: VecDeque<Bytes>,
+    bytes: usize,
+}
+
+/// What the task takes from the queue to write.
+#[derive(Debug)]
+pub enum Outgoing {
+    One(Bytes),
+    Many(Vec<Bytes>),
+}
+
 /// The shared state of one connection.
 pub struct ConnHandle {
     /// Shard-unique id (`shard << 48 | sequence`), also the wire `conn_id` once formatted.
     pub id: u64,
-    out: RefCell<VecDeque<Bytes>>,
-    out_bytes: Cell<usize>,
+    out: RefCell<OutQueue>,
     /// Bound on `out_bytes`.
     max_out: usize,
     waker: Cell<Option<Waker>>,
@@ -66,12 +82,22 @@ pub struct ConnHandle {
     pub subs: RefCell<Vec<Arc<str>>>,
 }
 
+impl OutQueue {
+    #[inline]
+    fn push(&mut self, frame: Bytes) {
+        if self.first.is_none() {
+            self.first = Some(frame);
+        } else {
+            self.rest.push_back(frame);
+        }
+    }
+}
+
 impl ConnHandle {
     pub fn new(id: u64, max_out: usize, now: u32) -> Self {
         ConnHandle {
             id,
-            out: RefCell::new(VecDeque::new()),
-            out_bytes: Cell::new(0),
+            out: RefCell::new(OutQueue::default()),
             max_out,
             waker: Cell::new(None),
             close: Cell::new(None),
@@ -89,35 +115,41 @@ impl ConnHandle {
     }
 
     /// Queue a frame. Returns false when the frame was not queued (closing, or the
-    /// connection just became a slow consumer and is being closed).
+    /// connection just became a slow consumer and is being closed). Callers count
+    /// delivered frames themselves (once per fan-out, not once per receiver).
+    #[inline]
     pub fn push(&self, frame: Bytes, c: &ShardCounters) -> bool {
         if self.close.get().is_some() {
             ShardCounters::add(&c.queue_drops, 1);
             return false;
         }
-        let n = self.out_bytes.get() + frame.len();
+        let mut q = self.out.borrow_mut();
+        let n = q.bytes + frame.len();
         if n > self.max_out {
+            let dropped = q.first.take().is_some() as u64 + q.rest.len() as u64;
+            *q = OutQueue::default();
+            drop(q);
             ShardCounters::add(&c.slow_consumer_disconnects, 1);
-            ShardCounters::add(&c.queue_drops, 1 + self.out.borrow().len() as u64);
-            self.out.borrow_mut().clear();
-            self.out_bytes.set(0);
+            ShardCounters::add(&c.queue_drops, 1 + dropped);
             self.request_close(CloseReason {
                 code: close_code::SLOW_CONSUMER,
                 reason: "slow consumer",
             });
             return false;
         }
-        self.out_bytes.set(n);
-        self.out.borrow_mut().push_back(frame);
-        ShardCounters::add(&c.messages_out, 1);
+        q.bytes = n;
+        q.push(frame);
+        drop(q);
         self.wake();
         true
     }
 
     /// Queue a frame even while closing (the close frame itself, replies before close).
     pub fn push_control(&self, frame: Bytes) {
-        self.out_bytes.set(self.out_bytes.get() + frame.len());
-        self.out.borrow_mut().push_back(frame);
+        let mut q = self.out.borrow_mut();
+        q.bytes += frame.len();
+        q.push(frame);
+        drop(q);
         self.wake();
     }
 
@@ -134,18 +166,23 @@ impl ConnHandle {
     }
 
     pub fn has_pending(&self) -> bool {
-        !self.out.borrow().is_empty()
+        self.out.borrow().first.is_some()
     }
 
-    /// Move every pending frame into `into` (in order).
-    pub fn take_pending(&self, into: &mut Vec<Bytes>) {
+    /// Take every pending frame, in order.
+    pub fn take_pending(&self) -> Option<Outgoing> {
         let mut q = self.out.borrow_mut();
-        into.extend(q.drain(..));
-        self.out_bytes.set(0);
-        if q.capacity() > 64 {
-            // A burst grew the queue; give the memory back so idle connections stay small.
-            *q = VecDeque::new();
+        let first = q.first.take()?;
+        q.bytes = 0;
+        if q.rest.is_empty() {
+            return Some(Outgoing::One(first));
         }
+        // The deque goes with the burst, so an idle connection keeps no capacity.
+        let rest = std::mem::take(&mut q.rest);
+        let mut all = Vec::with_capacity(rest.len() + 1);
+        all.push(first);
+        all.extend(rest);
+        Some(Outgoing::Many(all))
     }
 
     pub fn set_waker(&self, w: &Waker) {
@@ -190,6 +227,26 @@ mod tests {
     use super::*;
 
     #[test]
+    fn queue_keeps_order_and_forgets_capacity() {
+        let c = ShardCounters::default();
+        let h = ConnHandle::new(1, 1 << 20, 0);
+        assert!(h.take_pending().is_none());
+        h.push(Bytes::from_static(b"a"), &c);
+        assert!(matches!(h.take_pending(), Some(Outgoing::One(b)) if &b[..] == b"a"));
+        for f in [&b"x"[..], b"y", b"z"] {
+            h.push(Bytes::copy_from_slice(f), &c);
+        }
+        match h.take_pending() {
+            Some(Outgoing::Many(v)) => {
+                assert_eq!(v.iter().map(|b| b[0]).collect::<Vec<_>>(), b"xyz")
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(!h.has_pending());
+        assert_eq!(h.out.borrow().rest.capacity(), 0);
+    }
+
+    #[test]
     fn conn_id_round_trip() {
         let id = 3u64 << SHARD_SHIFT | 77;
         assert_eq!(format_conn_id(id), "3-77");
@@ -204,6 +261,7 @@ mod tests {
         let c = ShardCounters::default();
         let h = ConnHandle::new(1, 100, 0);
         assert!(h.push(Bytes::from(vec![0; 60]), &c));
+        assert!(h.has_pending());
         assert!(!h.push(Bytes::from(vec![0; 60]), &c));
         assert!(!h.has_pending(), "queue dropped at once");
         assert_eq!(h.close_requested().unwrap().code, close_code::SLOW_CONSUMER);

@@ -31,9 +31,83 @@ use crate::runtime::mesh::{Mesh, ShardMsg, Target};
 #[derive(Default)]
 struct Topic {
     /// Connections that receive the topic's messages.
-    subs: HashMap<u64, Rc<ConnHandle>>,
-    /// Set while the other shards have not all acknowledged our interest.
-    pending: Option<Pending>,
+    subs: Members,
+    /// Set while the other shards have not all acknowledged our interest (boxed: rare).
+    pending: Option<Box<Pending>>,
+}
+
+/// Members above this count get an id → position index for O(1) removal.
+const INDEX_ABOVE: usize = 16;
+
+/// A topic's local subscribers: a dense list (fan-out walks it front to back), plus an
+/// index from connection id to position once the list is long. Most topics (personal
+/// topics, small rooms) have a handful of members and need no index.
+#[derive(Default)]
+pub struct Members {
+    list: Vec<Rc<ConnHandle>>,
+    index: Option<HashMap<u64, u32>>,
+}
+
+impl Members {
+    pub fn len(&self) -> usize {
+        self.list.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Rc<ConnHandle>> {
+        self.list.iter()
+    }
+
+    fn position(&self, id: u64) -> Option<usize> {
+        match &self.index {
+            Some(ix) => ix.get(&id).map(|&p| p as usize),
+            None => self.list.iter().position(|h| h.id == id),
+        }
+    }
+
+    /// Add a connection (no-op when present).
+    pub fn insert(&mut self, h: Rc<ConnHandle>) {
+        if self.position(h.id).is_some() {
+            return;
+        }
+        if let Some(ix) = self.index.as_mut() {
+            ix.insert(h.id, self.list.len() as u32);
+        }
+        self.list.push(h);
+        if self.index.is_none() && self.list.len() > INDEX_ABOVE {
+            self.index = Some(
+                self.list
+                    .iter()
+                    .enumerate()
+                    .map(|(i, h)| (h.id, i as u32))
+                    .collect(),
+            );
+        }
+    }
+
+    /// Remove a connection; returns whether it was present.
+    pub fn remove(&mut self, id: u64) -> bool {
+        let Some(pos) = self.position(id) else {
+            return false;
+        };
+        self.list.swap_remove(pos);
+        if let Some(ix) = self.index.as_mut() {
+            ix.remove(&id);
+            if let Some(moved) = self.list.get(pos) {
+                ix.insert(moved.id, pos as u32);
+            }
+            if self.list.len() <= INDEX_ABOVE / 2 {
+                self.index = None;
+            }
+        }
+        if self.list.capacity() > 2 * self.list.len() + 4 {
+            self.list.shrink_to_fit();
+        }
+        true
+    }
 }
 
 struct Pending {
@@ -125,7 +199,7 @@ impl Hub {
                     p.waiters.push((h.clone(), Some(f)));
                     return Joined::Pending;
                 }
-                h.push(f, c);
+                deliver(std::iter::once(h), &f, c);
             }
             return Joined::Already;
         }
@@ -138,7 +212,7 @@ impl Hub {
                     p.waiters.push((h.clone(), ready));
                     return Joined::Pending;
                 }
-                t.subs.insert(h.id, h.clone());
+                t.subs.insert(h.clone());
             }
             None if others > 0 => {
                 self.next_gen += 1;
@@ -162,20 +236,20 @@ impl Hub {
                 self.topics.insert(
                     topic,
                     Topic {
-                        subs: HashMap::new(),
-                        pending: Some(pending),
+                        subs: Members::default(),
+                        pending: Some(Box::new(pending)),
                     },
                 );
                 return Joined::Pending;
             }
             None => {
                 let mut t = Topic::default();
-                t.subs.insert(h.id, h.clone());
+                t.subs.insert(h.clone());
                 self.topics.insert(topic, t);
             }
         }
         if let Some(f) = ready {
-            h.push(f, c);
+            deliver(std::iter::once(h), &f, c);
         }
         Joined::Now
     }
@@ -203,7 +277,7 @@ impl Hub {
         let Some(t) = self.topics.get_mut(topic) else {
             return;
         };
-        t.subs.remove(&h.id);
+        t.subs.remove(h.id);
         if let Some(p) = t.pending.as_mut() {
             p.waiters.retain(|(w, _)| w.id != h.id);
             // The topic stays until the acknowledgements arrive; then it is dropped if empty.
@@ -271,21 +345,13 @@ impl Hub {
 
     fn deliver_topic(&self, topic: &str, frame: &Bytes, c: &ShardCounters) -> usize {
         match self.topics.get(topic) {
-            Some(t) => {
-                for h in t.subs.values() {
-                    h.push(frame.clone(), c);
-                }
-                t.subs.len()
-            }
+            Some(t) => deliver(t.subs.iter(), frame, c),
             None => 0,
         }
     }
 
     fn deliver_all(&self, frame: &Bytes, c: &ShardCounters) -> usize {
-        for h in self.conns.values() {
-            h.push(frame.clone(), c);
-        }
-        self.conns.len()
+        deliver(self.conns.values(), frame, c)
     }
 
     /// Apply a message from another shard.
@@ -308,7 +374,7 @@ impl Hub {
                 frame,
             } => {
                 if let Some(h) = self.conns.get(&id) {
-                    h.push(frame, c);
+                    deliver(std::iter::once(h), &frame, c);
                 }
             }
             ShardMsg::Disconnect { conn, code } => {
@@ -356,10 +422,10 @@ impl Hub {
         for (h, ready) in p.waiters {
             // Still subscribed (it may have left or closed while pending)?
             if h.subs.borrow().iter().any(|s| **s == *topic) && h.close_requested().is_none() {
-                t.subs.insert(h.id, h.clone());
+                t.subs.insert(h.clone());
             }
             if let Some(f) = ready {
-                h.push(f, c);
+                deliver(std::iter::once(&h), &f, c);
             }
         }
         if t.subs.is_empty() {
@@ -372,12 +438,58 @@ impl Hub {
     pub fn topic_subscribers(&self, topic: &str) -> Vec<u64> {
         self.topics
             .get(topic)
-            .map(|t| t.subs.keys().copied().collect())
+            .map(|t| t.subs.iter().map(|h| h.id).collect())
             .unwrap_or_default()
     }
 
     /// Test and stats view: how many shards this shard routes `topic` to.
     pub fn remote_interest(&self, topic: &str) -> u32 {
         self.remote.get(topic).map_or(0, |m| m.count_ones())
+    }
+}
+
+/// Push one frame to each receiver; the delivered count is added to the counters once.
+#[inline]
+pub fn deliver<'a>(
+    receivers: impl Iterator<Item = &'a Rc<ConnHandle>>,
+    frame: &Bytes,
+    c: &ShardCounters,
+) -> usize {
+    let mut n = 0;
+    for h in receivers {
+        n += h.push(frame.clone(), c) as usize;
+    }
+    ShardCounters::add(&c.messages_out, n as u64);
+    n
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn members_index_stays_consistent() {
+        let mut m = Members::default();
+        let hs: Vec<_> = (0..100u64)
+            .map(|i| Rc::new(ConnHandle::new(i, 1024, 0)))
+            .collect();
+        for h in &hs {
+            m.insert(h.clone());
+            m.insert(h.clone());
+        }
+        assert_eq!(m.len(), 100);
+        assert!(m.index.is_some());
+        for i in (0..100u64).step_by(3) {
+            assert!(m.remove(i));
+            assert!(!m.remove(i));
+        }
+        let mut left: Vec<u64> = m.iter().map(|h| h.id).collect();
+        left.sort();
+        assert_eq!(left, (0..100u64).filter(|i| i % 3 != 0).collect::<Vec<_>>());
+        for i in 0..100u64 {
+            m.remove(i);
+        }
+        assert!(m.is_empty());
+        assert!(m.index.is_none());
     }
 }

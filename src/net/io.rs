@@ -8,6 +8,8 @@
 use bytes::{Buf, Bytes, BytesMut};
 use monoio::buf::IoVecBuf;
 use monoio::io::AsyncWriteRent;
+
+use crate::hub::conn::Outgoing;
 use monoio::net::TcpStream;
 use std::cell::UnsafeCell;
 use std::future::Future;
@@ -98,38 +100,70 @@ impl ConnIo {
         unsafe { &*self.stream.get() }.as_raw_fd()
     }
 
-    /// Write every frame in `frames`, in order, with as few `writev` ops as possible.
-    /// On return `frames` is empty (written, or abandoned on error).
-    pub async fn write_all(&self, frames: &mut Vec<Bytes>) -> io::Result<usize> {
-        let mut total = 0;
-        let mut start = 0;
-        while start < frames.len() {
-            let end = (start + IOV_MAX).min(frames.len());
-            let parts: Vec<Bytes> = frames[start..end].to_vec();
-            let batch = IoVecs::new(parts);
-            // SAFETY: see `readable`: `writev` only clones the fd into an op; the returned
-            // future owns the buffers. No other `&mut` to the stream exists while it runs
-            // because this task awaits it before creating another.
+    /// Write what the hub queued: one frame with a plain send, several with `writev`.
+    pub async fn write_out(&self, out: Outgoing) -> io::Result<usize> {
+        match out {
+            Outgoing::One(f) => self.write_one(f).await,
+            Outgoing::Many(v) => self.write_many(v).await,
+        }
+    }
+
+    async fn write_one(&self, mut frame: Bytes) -> io::Result<usize> {
+        let total = frame.len();
+        loop {
+            // SAFETY: see `readable`: `write` only clones the fd into an op that owns the
+            // buffer; this task awaits it before touching the stream again.
             let s = unsafe { &mut *self.stream.get() };
-            let (res, batch) = s.writev(batch).await;
+            let (res, f) = s.write(frame).await;
+            let n = res?;
+            if n == 0 {
+                return Err(io::ErrorKind::WriteZero.into());
+            }
+            frame = f;
+            if n == frame.len() {
+                return Ok(total);
+            }
+            frame.advance(n);
+        }
+    }
+
+    /// Write every frame, in order, with as few `writev` ops as possible.
+    async fn write_many(&self, mut frames: Vec<Bytes>) -> io::Result<usize> {
+        let mut total = 0;
+        while !frames.is_empty() {
+            let batch: Vec<Bytes> = if frames.len() > IOV_MAX {
+                let rest = frames.split_off(IOV_MAX);
+                std::mem::replace(&mut frames, rest)
+            } else {
+                std::mem::take(&mut frames)
+            };
+            // SAFETY: as in `write_one`.
+            let s = unsafe { &mut *self.stream.get() };
+            let (res, batch) = s.writev(IoVecs::new(batch)).await;
             let mut n = res?;
             if n == 0 {
                 return Err(io::ErrorKind::WriteZero.into());
             }
             total += n;
-            // Advance past what was written; a partial write leaves the rest of a frame.
-            let mut i = start;
-            drop(batch);
-            while i < end && n >= frames[i].len() {
-                n -= frames[i].len();
-                i += 1;
+            // Drop what was written; a partial write leaves the rest of a frame first.
+            let mut left = batch.into_parts();
+            let done = left.iter().take_while(|b| {
+                let whole = n >= b.len();
+                if whole {
+                    n -= b.len();
+                }
+                whole
+            });
+            let done = done.count();
+            left.drain(..done);
+            if let Some(b) = left.first_mut() {
+                b.advance(n);
             }
-            if i < end && n > 0 {
-                frames[i].advance(n);
+            if !left.is_empty() {
+                left.append(&mut frames);
+                frames = left;
             }
-            start = i;
         }
-        frames.clear();
         Ok(total)
     }
 }
@@ -141,6 +175,10 @@ struct IoVecs {
 }
 
 impl IoVecs {
+    fn into_parts(self) -> Vec<Bytes> {
+        self._parts
+    }
+
     fn new(parts: Vec<Bytes>) -> Self {
         let iov = parts
             .iter()

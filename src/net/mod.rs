@@ -1,6 +1,6 @@
 //! Sockets: what happens to an accepted connection. [`serve_connection`] reads HTTP/1.1
 //! requests (keep-alive), answers `/health`, `/`, and the API, and on a WebSocket upgrade
-//! hands the socket to a fresh task ([`ws_conn::run`]) whose future is only as large as an
+//! hands the socket to a fresh task ([`ws_conn::start`]) whose future is only as large as an
 //! open WebSocket needs, so an idle connection does not carry the HTTP parser's state.
 pub mod handshake;
 pub mod http;
@@ -75,7 +75,7 @@ pub async fn serve_connection(shard: Rc<Shard>, mut stream: TcpStream, peer: Soc
             tracing::debug!(%peer, path = %req.path, "websocket open");
             drop(req);
             // Whatever followed the request (the client's first frames) goes with the socket.
-            monoio::spawn(ws_conn::run(shard, stream, buf, endpoint, identity));
+            ws_conn::start(shard, stream, buf, endpoint, identity);
             return;
         }
         let resp = route(&shard, &req);

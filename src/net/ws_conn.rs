@@ -63,7 +63,9 @@ struct Conn {
     shard: Rc<Shard>,
     h: Rc<ConnHandle>,
     endpoint: Endpoint,
-    dec: Decoder,
+    /// Present only while a read is being decoded or a message is incomplete, so an idle
+    /// connection does not carry decoder state.
+    dec: Option<Box<Decoder>>,
     /// Bytes of an incomplete frame carried between reads (None when idle).
     partial: Option<BytesMut>,
     /// We sent our Close frame.
@@ -72,22 +74,19 @@ struct Conn {
     done: bool,
 }
 
-pub async fn run(
+/// Set up a freshly upgraded connection and spawn its task. The setup is synchronous so
+/// the task's future holds only the connection and its socket, not the arguments.
+pub fn start(
     shard: Rc<Shard>,
     stream: TcpStream,
     early: BytesMut,
     endpoint: Endpoint,
     identity: Option<Identity>,
 ) {
-    let cfg = shard.config();
-    let (max_message, max_out) = match endpoint {
-        Endpoint::Protocol => (cfg.max_message, cfg.max_outbound),
+    let max_out = match endpoint {
+        Endpoint::Protocol => shard.config().max_outbound,
         // An echo connection queues what it receives: room for a maximal message and its echo.
-        Endpoint::Echo => (cfg.echo_max_message, 4 * cfg.echo_max_message),
-    };
-    let limits = ws::Limits {
-        max_frame: max_message,
-        max_message,
+        Endpoint::Echo => 4 * shard.config().echo_max_message,
     };
     let h = Rc::new(ConnHandle::new(shard.next_conn_id(), max_out, shard.now()));
     ShardCounters::add(&shard.counters().connections, 1);
@@ -95,7 +94,7 @@ pub async fn run(
         shard,
         h,
         endpoint,
-        dec: Decoder::new(limits),
+        dec: None,
         partial: None,
         close_sent: false,
         done: false,
@@ -104,24 +103,18 @@ pub async fn run(
         conn.shard.hub.borrow_mut().add_conn(conn.h.clone());
         conn.greet(identity);
     }
-    let io = ConnIo::new(stream);
     if !early.is_empty() {
-        conn.partial = Some(early);
+        // Copy: the HTTP read buffer is larger than what is left in it.
+        conn.partial = Some(BytesMut::from(&early[..]));
+        drop(early);
         if let Flow::Close(code, reason) = conn.decode_buffered() {
             conn.start_close(code, reason);
+            conn.done = true;
         }
     }
-    if conn.event_loop(&io).await == End::Linger {
-        io.linger(CLOSE_LINGER).await;
-    }
-    if endpoint == Endpoint::Protocol {
-        let shard = conn.shard.clone();
-        shard
-            .hub
-            .borrow_mut()
-            .remove_conn(&conn.h, &shard.mesh, shard.counters());
-    }
-    ShardCounters::sub(&conn.shard.counters().connections, 1);
+    let task = conn.run(ConnIo::new(stream));
+    tracing::trace!(bytes = std::mem::size_of_val(&task), "connection task size");
+    monoio::spawn(task);
 }
 
 /// How a connection's event loop ended.
@@ -142,10 +135,36 @@ enum Ev {
 }
 
 impl Conn {
+    async fn run(mut self, io: ConnIo) {
+        if self.event_loop(&io).await == End::Linger {
+            // Boxed: closing is rare, and an inline future would enlarge every idle task.
+            Box::pin(io.linger(CLOSE_LINGER)).await;
+        }
+        if self.endpoint == Endpoint::Protocol {
+            let shard = self.shard.clone();
+            shard
+                .hub
+                .borrow_mut()
+                .remove_conn(&self.h, &shard.mesh, shard.counters());
+        }
+        ShardCounters::sub(&self.shard.counters().connections, 1);
+    }
+
+    fn limits(&self) -> ws::Limits {
+        let cfg = self.shard.config();
+        let max = match self.endpoint {
+            Endpoint::Protocol => cfg.max_message,
+            Endpoint::Echo => cfg.echo_max_message,
+        };
+        ws::Limits {
+            max_frame: max,
+            max_message: max,
+        }
+    }
+
     async fn event_loop(&mut self, io: &ConnIo) -> End {
         let mut readable = pin!(io.readable());
         let mut armed = true;
-        let mut frames: Vec<Bytes> = Vec::new();
         let mut linger: Option<Pin<Box<monoio::time::Sleep>>> = None;
         loop {
             let h = self.h.clone();
@@ -203,13 +222,16 @@ impl Conn {
                     linger = Some(Box::pin(monoio::time::sleep(CLOSE_LINGER)));
                 }
                 Ev::Write => {
-                    h.take_pending(&mut frames);
+                    let Some(out) = h.take_pending() else {
+                        continue;
+                    };
                     let slow = |h: &ConnHandle| {
                         h.close_requested()
                             .is_some_and(|r| r.code == close_code::SLOW_CONSUMER)
                     };
                     let res = {
-                        let mut write = pin!(io.write_all(&mut frames));
+                        // Boxed so the write's state is not part of every idle connection's task.
+                        let mut write = Box::pin(io.write_out(out));
                         poll_fn(|cx| {
                             if let Poll::Ready(r) = write.as_mut().poll(cx) {
                                 return Poll::Ready(Some(r));
@@ -301,19 +323,28 @@ impl Conn {
     }
 
     fn decode_all(&mut self, buf: &mut BytesMut) -> Flow {
-        loop {
-            match self.dec.decode(buf) {
+        let mut dec = self
+            .dec
+            .take()
+            .unwrap_or_else(|| Box::new(Decoder::new(self.limits())));
+        let flow = loop {
+            match dec.decode(buf) {
                 Ok(Some(m)) => match self.on_message(m) {
                     Flow::Continue => {}
-                    other => return other,
+                    other => break other,
                 },
-                Ok(None) => return Flow::Continue,
+                Ok(None) => break Flow::Continue,
                 Err(e) => {
                     buf.clear();
-                    return Flow::Close(e.close_code(), "protocol error");
+                    break Flow::Close(e.close_code(), "protocol error");
                 }
             }
+        };
+        // Keep the decoder only while it holds a message in progress or bytes remain.
+        if !(dec.is_idle() && buf.is_empty()) {
+            self.dec = Some(dec);
         }
+        flow
     }
 
     fn on_message(&mut self, m: Message) -> Flow {
@@ -362,7 +393,7 @@ impl Conn {
 
 impl Conn {
     fn reply(&self, frame: Bytes) {
-        self.h.push(frame, self.shard.counters());
+        crate::hub::deliver(std::iter::once(&self.h), &frame, self.shard.counters());
     }
 
     fn error(&self, code: &str, message: &str, id: Option<&client::RequestId>) {
