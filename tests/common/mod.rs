@@ -40,13 +40,14 @@ impl Server {
     }
 
     pub fn start(args: &[&str]) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_ringcast"))
-            .args(args)
-            .env("RINGCAST_LOG", "info")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start ringcast");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ringcast"));
+        cmd.args(args).stdout(Stdio::piped());
+        Server::from_command(&mut cmd)
+    }
+
+    /// Start a prepared command that runs the server (stdout must be piped).
+    pub fn from_command(cmd: &mut Command) -> Server {
+        let mut child = cmd.env("RINGCAST_LOG", "info").stderr(Stdio::inherit()).spawn().expect("start ringcast");
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
         // Keep draining the log so the server never blocks on a full pipe.
