@@ -17,11 +17,11 @@ fn fanout(c: &mut Criterion) {
     let counters = ShardCounters::default();
     let (tx, _rx) = flume::unbounded();
     let mesh = Mesh::new(0, vec![tx]);
-    let mut hub = Hub::new(0);
+    let mut hub = Hub::new(0, Arc::new(ringcast::presence::Presence::default()));
     let topic: Arc<str> = "chat:big".into();
     let conns: Vec<Rc<ConnHandle>> = (0..RECEIVERS as u64)
         .map(|i| {
-            let h = Rc::new(ConnHandle::new(i, 1 << 30, 0));
+            let h = Rc::new(ConnHandle::new(i, 0, 1 << 30, 0));
             hub.add_conn(h.clone());
             hub.subscribe(&h, topic.clone(), None, &mesh, &counters);
             h

@@ -50,6 +50,25 @@ pub struct ServeArgs {
     /// Seconds a client has to send a complete HTTP request.
     #[arg(long, env = "RINGCAST_REQUEST_TIMEOUT", default_value_t = 10)]
     pub request_timeout: u64,
+    /// Allowed Origin for WebSocket upgrades (repeatable; none = any origin).
+    #[arg(
+        long = "allowed-origin",
+        env = "RINGCAST_ALLOWED_ORIGINS",
+        value_delimiter = ','
+    )]
+    pub allowed_origins: Vec<String>,
+    /// Most simultaneous connections of one user (close 4008 beyond).
+    #[arg(long, env = "RINGCAST_MAX_CONNECTIONS_PER_USER", default_value_t = 100)]
+    pub max_connections_per_user: usize,
+    /// Client messages per second per connection (token bucket rate).
+    #[arg(long, env = "RINGCAST_MESSAGES_PER_SECOND", default_value_t = 50.0)]
+    pub messages_per_second: f64,
+    /// Client message burst per connection (token bucket size).
+    #[arg(long, env = "RINGCAST_MESSAGE_BURST", default_value_t = 100.0)]
+    pub message_burst: f64,
+    /// WebSocket upgrade attempts per minute from one IP (HTTP 429 beyond).
+    #[arg(long, env = "RINGCAST_CONNECT_RATE_PER_IP", default_value_t = 6000)]
+    pub connect_attempts_per_ip_per_minute: u32,
     /// Do not pin shard threads to cores.
     #[arg(long, env = "RINGCAST_NO_PIN")]
     pub no_pin: bool,
@@ -86,6 +105,11 @@ impl ServeArgs {
             max_subscriptions: self.max_subscriptions.max(1),
             request_timeout: Duration::from_secs(self.request_timeout.max(1)),
             pin_cores: !self.no_pin,
+            allowed_origins: self.allowed_origins,
+            max_connections_per_user: self.max_connections_per_user.max(1),
+            messages_per_second: self.messages_per_second.max(0.1),
+            message_burst: self.message_burst.max(1.0),
+            connect_attempts_per_ip_per_minute: self.connect_attempts_per_ip_per_minute.max(1),
             ..d
         }
     }

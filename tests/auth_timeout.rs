@@ -7,7 +7,16 @@ use tokio_tungstenite::tungstenite::Message;
 
 #[tokio::test]
 async fn unauthenticated_connection_is_closed_with_4001() {
-    let srv = Server::start(&["serve", "--listen", "127.0.0.1:0", "--shards", "1", "--no-pin", "--auth-timeout", "1"]);
+    let srv = Server::start(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--shards",
+        "1",
+        "--no-pin",
+        "--auth-timeout",
+        "1",
+    ]);
     let mut ws = srv.connect("/ws").await;
     let m = recv_json(&mut ws).await;
     assert_eq!(m["type"], "auth_required");
@@ -17,7 +26,10 @@ async fn unauthenticated_connection_is_closed_with_4001() {
     assert_eq!(recv_json(&mut ws).await["code"], "not_authenticated");
     let started = std::time::Instant::now();
     let code = loop {
-        match tokio::time::timeout(WAIT, ws.next()).await.expect("closed in time") {
+        match tokio::time::timeout(WAIT, ws.next())
+            .await
+            .expect("closed in time")
+        {
             Some(Ok(Message::Close(Some(f)))) => break u16::from(f.code),
             Some(Ok(_)) => continue,
             other => panic!("expected a close frame, got {other:?}"),

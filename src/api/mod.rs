@@ -1,214 +1,684 @@
-//! The backend HTTP API under `/api/v1/` (SPEC §4): what application backends call to
-//! reach their users. Bodies are JSON, parsed with simd-json; every mistake gets a JSON
-//! error with a status that says whose fault it is (400 malformed, 401/403 key,
-//! 404/405 route, 422 well-formed but invalid).
+//! The backend API (SPEC §4): what application backends call to reach their users.
+//!
+//! Every operation is a [`Command`] executed by [`execute`] on the shard that received it,
+//! whether it came as a REST call (`/api/v1/...`), inside a batch (`POST /api/v1/batch`, the
+//! fast path for backends), or later through Redis. Bodies are JSON parsed with simd-json;
+//! every mistake gets a JSON error whose status says whose fault it is: 400 malformed,
+//! 401 missing or wrong key, 403 not allowed, 404 unknown route or object, 405 method,
+//! 422 well-formed but invalid.
+//!
+//! Keys: an app's key (`Authorization: apikey KEY`) acts on that app only; the admin key
+//! acts on any app (`?app=NAME` or `"app"` in a command, default the first app), and a
+//! broadcast with the admin key and no app reaches every app. Dev mode without keys is open.
+pub mod openapi;
+
 use simd_json::prelude::*;
 use simd_json::BorrowedValue;
 use std::rc::Rc;
-use std::sync::Arc;
 
+use crate::app::App;
 use crate::broker::Outbound;
+use crate::hub::conn::{close_code, parse_conn_id, SHARD_SHIFT};
+use crate::hub::CloseReason;
 use crate::metrics::ShardCounters;
 use crate::net::http::{Request, Response};
+use crate::presence::{ConnInfo, UserKey};
 use crate::protocol::{server, user_topic, valid_topic};
+use crate::runtime::mesh::{ShardMsg, Target};
 use crate::runtime::shard::Shard;
 
-pub fn handle(shard: &Rc<Shard>, req: &Request) -> Response {
-    if let Err(resp) = authorize(shard, req) {
-        return resp;
+/// Most commands in one batch.
+pub const MAX_BATCH: usize = 1000;
+
+/// An API failure: HTTP status and a message for the backend's developer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    pub status: u16,
+    pub message: String,
+}
+
+impl ApiError {
+    fn new(status: u16, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            message: message.into(),
+        }
     }
-    let segs: Vec<&str> = req.path.trim_end_matches('/').split('/').skip(1).collect();
-    let m = req.method.as_str();
-    match segs.as_slice() {
-        ["api", "v1", "publish"] => post(m, || publish(shard, req)),
-        ["api", "v1", "broadcast"] => post(m, || broadcast(shard, req)),
-        ["api", "v1", "users", user_type, user_id, "send"] => {
-            post(m, || send_user(shard, req, user_type, user_id))
-        }
-        ["api", "v1", "stats"] => {
-            if m == "GET" {
-                stats(shard)
-            } else {
-                Response::error(405, "method not allowed").with_header("Allow", "GET")
-            }
-        }
-        _ => Response::error(404, "no such API endpoint"),
+    fn invalid(message: impl Into<String>) -> Self {
+        ApiError::new(422, message)
+    }
+    fn into_response(self) -> Response {
+        Response::error(self.status, &self.message)
     }
 }
 
-fn post(method: &str, f: impl FnOnce() -> Response) -> Response {
-    if method == "POST" {
+/// Whose authority a request carries.
+#[derive(Clone, Copy)]
+enum Caller<'a> {
+    /// An app's own key (or dev mode naming an app): that app only.
+    App(&'a App),
+    /// The admin key (or dev mode without an app): any app.
+    Admin,
+}
+
+pub fn handle(shard: &Rc<Shard>, req: &Request) -> Response {
+    let path = req.path.trim_end_matches('/');
+    if path == "/api/v1/openapi.json" {
+        // The description is public; it holds nothing secret.
+        return only(req, "GET", || Ok(Response::json(200, openapi::document())))
+            .unwrap_or_else(ApiError::into_response);
+    }
+    let caller = match authorize(shard, req) {
+        Ok(c) => c,
+        Err(e) => return e.into_response(),
+    };
+    let segs: Vec<&str> = path.split('/').skip(3).collect();
+    let run = |method: &str, extra: &[(&str, &str)]| -> Result<Response, ApiError> {
+        let mut body = req.body.to_vec();
+        let params = if body.iter().all(u8::is_ascii_whitespace) {
+            BorrowedValue::Object(Box::default())
+        } else {
+            simd_json::to_borrowed_value(&mut body)
+                .map_err(|e| ApiError::new(400, format!("invalid JSON body: {e}")))?
+        };
+        let BorrowedValue::Object(mut obj) = params else {
+            return Err(ApiError::invalid("the body must be a JSON object"));
+        };
+        for (k, v) in extra {
+            obj.insert(
+                (*k).to_owned().into(),
+                BorrowedValue::String((*v).to_owned().into()),
+            );
+        }
+        let params = BorrowedValue::Object(obj);
+        let app = resolve_app(
+            shard,
+            caller,
+            query_app(req).as_deref().or(params.get_str("app")),
+        )?;
+        let cmd = Command::parse(method, &params)?;
+        let value = execute(shard, app, caller_is_admin(caller), cmd)?;
+        Ok(Response::json(200, value.to_string()))
+    };
+    let res = match segs.as_slice() {
+        ["publish"] => only(req, "POST", || run("publish", &[])),
+        ["broadcast"] => only(req, "POST", || run("broadcast", &[])),
+        ["batch"] => only(req, "POST", || batch(shard, caller, req)),
+        ["stats"] => only(req, "GET", || run("stats", &[])),
+        ["users"] => only(req, "GET", || {
+            let t = req.query_param("user_type");
+            match t.as_deref() {
+                Some(t) => run("online_users", &[("user_type", t)]),
+                None => run("online_users", &[]),
+            }
+        }),
+        ["users", t, u, "send"] => decode2(t, u).map_or_else(bad_user, |(t, u)| {
+            only(req, "POST", || {
+                run("send_user", &[("user_type", &t), ("user_id", &u)])
+            })
+        }),
+        ["users", t, u, "online"] => decode2(t, u).map_or_else(bad_user, |(t, u)| {
+            only(req, "GET", || {
+                run("is_online", &[("user_type", &t), ("user_id", &u)])
+            })
+        }),
+        ["users", t, u, "connections"] => decode2(t, u).map_or_else(bad_user, |(t, u)| {
+            only(req, "GET", || {
+                run("user_connections", &[("user_type", &t), ("user_id", &u)])
+            })
+        }),
+        ["users", t, u, "disconnect"] => decode2(t, u).map_or_else(bad_user, |(t, u)| {
+            only(req, "POST", || {
+                run("disconnect_user", &[("user_type", &t), ("user_id", &u)])
+            })
+        }),
+        ["connections", c] => only(req, "GET", || run("connection_info", &[("conn_id", c)])),
+        ["connections", c, "send"] => {
+            only(req, "POST", || run("send_connection", &[("conn_id", c)]))
+        }
+        ["connections", c, "disconnect"] => only(req, "POST", || {
+            run("disconnect_connection", &[("conn_id", c)])
+        }),
+        ["topics", t, "subscribers"] => match percent(t) {
+            Some(t) => only(req, "GET", || run("topic_subscribers", &[("topic", &t)])),
+            None => Err(ApiError::invalid("invalid topic name")),
+        },
+        _ => Err(ApiError::new(404, "no such API endpoint")),
+    };
+    res.unwrap_or_else(ApiError::into_response)
+}
+
+fn bad_user(_: ()) -> Result<Response, ApiError> {
+    Err(ApiError::invalid("invalid user type or id"))
+}
+
+fn decode2(t: &str, u: &str) -> Result<(String, String), ()> {
+    let t = percent(t)
+        .filter(|s| crate::net::identify::valid_user_part(s))
+        .ok_or(())?;
+    let u = percent(u)
+        .filter(|s| crate::net::identify::valid_user_part(s))
+        .ok_or(())?;
+    Ok((t, u))
+}
+
+fn percent(s: &str) -> Option<String> {
+    crate::net::http::percent_decode(s)
+}
+
+fn only(
+    req: &Request,
+    method: &'static str,
+    f: impl FnOnce() -> Result<Response, ApiError>,
+) -> Result<Response, ApiError> {
+    if req.method == method {
         f()
     } else {
-        Response::error(405, "method not allowed").with_header("Allow", "POST")
+        Ok(Response::error(405, "method not allowed").with_header("Allow", method))
     }
 }
 
-/// `Authorization: apikey KEY` when a key is configured; dev mode without a key is open;
-/// production without a key has no API.
-fn authorize(shard: &Rc<Shard>, req: &Request) -> Result<(), Response> {
-    let cfg = shard.config();
-    match &cfg.api_key {
-        Some(key) => {
-            let given = req.header_str("authorization").and_then(|v| {
-                let (scheme, k) = v.split_once(' ')?;
-                scheme.eq_ignore_ascii_case("apikey").then_some(k.trim())
-            });
-            match given {
-                Some(k) if constant_time_eq(k.as_bytes(), key.as_bytes()) => Ok(()),
-                Some(_) => Err(Response::error(401, "invalid API key")),
-                None => Err(Response::error(401, "missing `Authorization: apikey KEY`")),
-            }
+fn query_app(req: &Request) -> Option<String> {
+    req.query_param("app")
+}
+
+fn caller_is_admin(c: Caller<'_>) -> bool {
+    matches!(c, Caller::Admin)
+}
+
+/// Which key the request carries.
+fn authorize<'a>(shard: &'a Rc<Shard>, req: &Request) -> Result<Caller<'a>, ApiError> {
+    let g = &shard.global;
+    let given = req.header_str("authorization").and_then(|v| {
+        let (scheme, k) = v.split_once(' ')?;
+        scheme.eq_ignore_ascii_case("apikey").then_some(k.trim())
+    });
+    let any_key = g.config.admin_key.is_some() || g.apps.iter().any(|a| a.api_key.is_some());
+    match given {
+        Some(k)
+            if g.config
+                .admin_key
+                .as_deref()
+                .is_some_and(|a| constant_time_eq(a.as_bytes(), k.as_bytes())) =>
+        {
+            Ok(Caller::Admin)
         }
-        None if cfg.dev => Ok(()),
-        None => Err(Response::error(
+        Some(k) => g
+            .app_by_key(k)
+            .map(Caller::App)
+            .ok_or_else(|| ApiError::new(401, "invalid API key")),
+        None if g.config.dev && !any_key => Ok(Caller::Admin),
+        None if any_key => Err(ApiError::new(401, "missing `Authorization: apikey KEY`")),
+        None => Err(ApiError::new(
             403,
-            "the API is disabled: start the server with --api-key",
+            "the API is disabled: configure an API key (--api-key or the config file)",
         )),
     }
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+/// The app a command acts on: the caller's own, or for the admin the named one.
+fn resolve_app<'a>(
+    shard: &'a Rc<Shard>,
+    caller: Caller<'a>,
+    named: Option<&str>,
+) -> Result<&'a App, ApiError> {
+    match (caller, named) {
+        (Caller::App(app), None) => Ok(app),
+        (Caller::App(app), Some(n)) if *app.name == *n => Ok(app),
+        (Caller::App(_), Some(_)) => Err(ApiError::new(403, "this API key belongs to another app")),
+        (Caller::Admin, Some(n)) => shard
+            .global
+            .app_by_name(n)
+            .ok_or_else(|| ApiError::new(404, format!("no app named `{n}`"))),
+        (Caller::Admin, None) => Ok(&shard.global.apps[0]),
+    }
+}
+
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// Parse the body as a JSON object and hand it to `f`.
-fn with_body(req: &Request, f: impl FnOnce(&BorrowedValue<'_>) -> Response) -> Response {
-    let mut body = req.body.to_vec();
-    let resp = match simd_json::to_borrowed_value(&mut body) {
-        Ok(v) if v.is_object() => f(&v),
-        Ok(_) => Response::error(422, "the body must be a JSON object"),
-        Err(e) => Response::error(400, &format!("invalid JSON body: {e}")),
-    };
-    resp
+/// One API operation with its validated parameters.
+#[derive(Debug)]
+pub enum Command<'v> {
+    Publish {
+        topic: &'v str,
+        data: &'v BorrowedValue<'v>,
+    },
+    Broadcast {
+        data: &'v BorrowedValue<'v>,
+        all_apps: bool,
+    },
+    SendUser {
+        user_type: &'v str,
+        user_id: &'v str,
+        data: &'v BorrowedValue<'v>,
+    },
+    SendConnection {
+        conn_id: &'v str,
+        data: &'v BorrowedValue<'v>,
+    },
+    IsOnline {
+        user_type: &'v str,
+        user_id: &'v str,
+    },
+    OnlineUsers {
+        user_type: Option<&'v str>,
+    },
+    UserConnections {
+        user_type: &'v str,
+        user_id: &'v str,
+    },
+    ConnectionInfo {
+        conn_id: &'v str,
+    },
+    TopicSubscribers {
+        topic: &'v str,
+    },
+    Stats,
+    DisconnectUser {
+        user_type: &'v str,
+        user_id: &'v str,
+    },
+    DisconnectConnection {
+        conn_id: &'v str,
+    },
 }
 
-fn data_of<'v>(v: &'v BorrowedValue<'_>) -> Result<&'v BorrowedValue<'v>, Response> {
-    v.get("data")
-        .ok_or_else(|| Response::error(422, "missing `data`"))
-}
+/// Every command name, as used in batches and by the Redis command channel.
+pub const METHODS: &[&str] = &[
+    "publish",
+    "broadcast",
+    "send_user",
+    "send_connection",
+    "is_online",
+    "online_users",
+    "user_connections",
+    "connection_info",
+    "topic_subscribers",
+    "stats",
+    "disconnect_user",
+    "disconnect_connection",
+];
 
-fn ok() -> Response {
-    Response::json(200, r#"{"ok":true}"#)
-}
-
-fn publish(shard: &Rc<Shard>, req: &Request) -> Response {
-    with_body(req, |v| {
-        let Some(topic) = v.get_str("topic") else {
-            return Response::error(422, "`topic` must be a string");
+impl<'v> Command<'v> {
+    pub fn parse(method: &str, p: &'v BorrowedValue<'v>) -> Result<Command<'v>, ApiError> {
+        let s = |name: &str| -> Result<&'v str, ApiError> {
+            match p.get(name) {
+                Some(BorrowedValue::String(v)) => Ok(v.as_ref()),
+                Some(_) => Err(ApiError::invalid(format!("`{name}` must be a string"))),
+                None => Err(ApiError::invalid(format!("missing `{name}`"))),
+            }
         };
-        if !valid_topic(topic) {
-            return Response::error(422, "invalid topic name");
-        }
-        let data = match data_of(v) {
-            Ok(d) => d,
-            Err(r) => return r,
+        let data = || {
+            p.get("data")
+                .ok_or_else(|| ApiError::invalid("missing `data`"))
         };
-        let frame = server::message(server::Via::Topic(topic), data);
-        let topic: Arc<str> = topic.into();
-        shard
-            .hub
-            .borrow()
-            .publish(&topic, &frame, &shard.mesh, shard.counters());
-        shard.global.broker.forward(Outbound::Topic {
-            topic: &topic,
-            frame: &frame,
-        });
-        ok()
-    })
-}
-
-fn broadcast(shard: &Rc<Shard>, req: &Request) -> Response {
-    with_body(req, |v| {
-        let data = match data_of(v) {
-            Ok(d) => d,
-            Err(r) => return r,
+        let user = || -> Result<(&'v str, &'v str), ApiError> {
+            let (t, u) = (s("user_type")?, s("user_id")?);
+            if !crate::net::identify::valid_user_part(t)
+                || !crate::net::identify::valid_user_part(u)
+            {
+                return Err(ApiError::invalid("invalid user type or id"));
+            }
+            Ok((t, u))
         };
-        let frame = server::message(server::Via::Broadcast, data);
-        shard
-            .hub
-            .borrow()
-            .broadcast(&frame, &shard.mesh, shard.counters());
-        shard
-            .global
-            .broker
-            .forward(Outbound::Broadcast { frame: &frame });
-        ok()
-    })
-}
-
-fn send_user(shard: &Rc<Shard>, req: &Request, user_type: &str, user_id: &str) -> Response {
-    let (Some(user_type), Some(user_id)) = (url_part(user_type), url_part(user_id)) else {
-        return Response::error(422, "invalid user type or id");
-    };
-    with_body(req, |v| {
-        let data = match data_of(v) {
-            Ok(d) => d,
-            Err(r) => return r,
+        let topic = || -> Result<&'v str, ApiError> {
+            let t = s("topic")?;
+            if valid_topic(t) {
+                Ok(t)
+            } else {
+                Err(ApiError::invalid("invalid topic name"))
+            }
         };
-        let topic = user_topic(&user_type, &user_id);
-        if !valid_topic(&topic) {
-            return Response::error(422, "invalid user type or id");
-        }
-        let frame = server::message(server::Via::User, data);
-        let topic: Arc<str> = topic.into();
-        shard
-            .hub
-            .borrow()
-            .publish(&topic, &frame, &shard.mesh, shard.counters());
-        shard.global.broker.forward(Outbound::Topic {
-            topic: &topic,
-            frame: &frame,
-        });
-        ok()
-    })
+        Ok(match method {
+            "publish" => Command::Publish {
+                topic: topic()?,
+                data: data()?,
+            },
+            "broadcast" => Command::Broadcast {
+                data: data()?,
+                all_apps: p.get_bool("all_apps").unwrap_or(false),
+            },
+            "send_user" => {
+                let (user_type, user_id) = user()?;
+                Command::SendUser {
+                    user_type,
+                    user_id,
+                    data: data()?,
+                }
+            }
+            "send_connection" => Command::SendConnection {
+                conn_id: s("conn_id")?,
+                data: data()?,
+            },
+            "is_online" => {
+                let (user_type, user_id) = user()?;
+                Command::IsOnline { user_type, user_id }
+            }
+            "online_users" => Command::OnlineUsers {
+                user_type: p.get_str("user_type"),
+            },
+            "user_connections" => {
+                let (user_type, user_id) = user()?;
+                Command::UserConnections { user_type, user_id }
+            }
+            "connection_info" => Command::ConnectionInfo {
+                conn_id: s("conn_id")?,
+            },
+            "topic_subscribers" => Command::TopicSubscribers { topic: topic()? },
+            "stats" => Command::Stats,
+            "disconnect_user" => {
+                let (user_type, user_id) = user()?;
+                Command::DisconnectUser { user_type, user_id }
+            }
+            "disconnect_connection" => Command::DisconnectConnection {
+                conn_id: s("conn_id")?,
+            },
+            other => {
+                let shown: String = other.chars().take(40).collect();
+                return Err(ApiError::new(
+                    404,
+                    format!("unknown method `{shown}`; known: {}", METHODS.join(", ")),
+                ));
+            }
+        })
+    }
 }
 
-fn url_part(s: &str) -> Option<String> {
-    let q = Request {
-        method: String::new(),
-        path: String::new(),
-        query: Some(format!("v={s}")),
-        headers: Vec::new(),
-        version: 1,
-        body: bytes::Bytes::new(),
-    };
-    q.query_param("v")
-        .filter(|v| crate::net::ws_conn::valid_user_part(v))
-}
-
-fn stats(shard: &Rc<Shard>) -> Response {
+/// Run one command for `app` on this shard.
+pub fn execute(
+    shard: &Rc<Shard>,
+    app: &App,
+    admin: bool,
+    cmd: Command<'_>,
+) -> Result<serde_json::Value, ApiError> {
     let g = &shard.global;
-    let get = ShardCounters::get;
-    let shards: Vec<_> = g
-        .counters
+    let c = shard.counters();
+    let ok = || serde_json::json!({ "ok": true });
+    Ok(match cmd {
+        Command::Publish { topic, data } => {
+            let frame = server::message(server::Via::Topic(topic), data);
+            let key = app.scope(topic);
+            shard.hub.borrow().publish(&key, &frame, &shard.mesh, c);
+            g.broker.forward(Outbound::Topic {
+                topic: &key,
+                frame: &frame,
+            });
+            ok()
+        }
+        Command::Broadcast { data, all_apps } => {
+            if all_apps && !admin {
+                return Err(ApiError::new(
+                    403,
+                    "broadcasting to all apps needs the admin key",
+                ));
+            }
+            let frame = server::message(server::Via::Broadcast, data);
+            let target = if all_apps { None } else { Some(app.index) };
+            shard.hub.borrow().broadcast(target, &frame, &shard.mesh, c);
+            g.broker.forward(Outbound::Broadcast { frame: &frame });
+            ok()
+        }
+        Command::SendUser {
+            user_type,
+            user_id,
+            data,
+        } => {
+            let frame = server::message(server::Via::User, data);
+            let key = app.scope(&user_topic(user_type, user_id));
+            shard.hub.borrow().publish(&key, &frame, &shard.mesh, c);
+            g.broker.forward(Outbound::Topic {
+                topic: &key,
+                frame: &frame,
+            });
+            ok()
+        }
+        Command::SendConnection { conn_id, data } => {
+            let id = own_connection(shard, app, conn_id)?;
+            let frame = server::message(server::Via::Direct, data);
+            to_connection(
+                shard,
+                id,
+                ShardMsg::Deliver {
+                    target: Target::Conn(id),
+                    frame,
+                },
+            );
+            ok()
+        }
+        Command::IsOnline { user_type, user_id } => {
+            let conns = g
+                .presence
+                .user_connections(&user_key(app, user_type, user_id));
+            serde_json::json!({ "online": !conns.is_empty(), "connections": conns.len() })
+        }
+        Command::OnlineUsers { user_type } => {
+            let users: Vec<_> = g
+                .presence
+                .online_users(&app.name, user_type)
+                .into_iter()
+                .map(|u| serde_json::json!({ "user_type": &*u.user_type, "user_id": &*u.user_id }))
+                .collect();
+            serde_json::json!({ "count": users.len(), "users": users })
+        }
+        Command::UserConnections { user_type, user_id } => {
+            let infos: Vec<_> = g
+                .presence
+                .user_connections(&user_key(app, user_type, user_id))
+                .into_iter()
+                .filter_map(|id| g.presence.connection(id))
+                .map(|i| info_json(&i))
+                .collect();
+            serde_json::json!({ "connections": infos })
+        }
+        Command::ConnectionInfo { conn_id } => {
+            let id = own_connection(shard, app, conn_id)?;
+            let info = g
+                .presence
+                .connection(id)
+                .ok_or_else(|| ApiError::new(404, "no such connection"))?;
+            info_json(&info)
+        }
+        Command::TopicSubscribers { topic } => {
+            let ids = g.presence.topic_subscribers(&app.scope(topic));
+            let subs: Vec<_> = ids
+                .iter()
+                .filter_map(|&id| g.presence.connection(id))
+                .map(|i| {
+                    let u = i.user.as_ref();
+                    serde_json::json!({
+                        "conn_id": i.conn_id,
+                        "user_type": u.map(|u| &*u.user_type),
+                        "user_id": u.map(|u| &*u.user_id),
+                    })
+                })
+                .collect();
+            serde_json::json!({ "topic": topic, "count": subs.len(), "subscribers": subs })
+        }
+        Command::Stats => stats(shard, app, admin),
+        Command::DisconnectUser { user_type, user_id } => {
+            let ids = g
+                .presence
+                .user_connections(&user_key(app, user_type, user_id));
+            for &id in &ids {
+                to_connection(
+                    shard,
+                    id,
+                    ShardMsg::Disconnect {
+                        conn: id,
+                        code: close_code::DISCONNECTED,
+                    },
+                );
+            }
+            serde_json::json!({ "ok": true, "disconnected": ids.len() })
+        }
+        Command::DisconnectConnection { conn_id } => {
+            let id = own_connection(shard, app, conn_id)?;
+            to_connection(
+                shard,
+                id,
+                ShardMsg::Disconnect {
+                    conn: id,
+                    code: close_code::DISCONNECTED,
+                },
+            );
+            ok()
+        }
+    })
+}
+
+fn user_key(app: &App, user_type: &str, user_id: &str) -> UserKey {
+    UserKey {
+        app: app.name.clone(),
+        user_type: user_type.into(),
+        user_id: user_id.into(),
+    }
+}
+
+/// A connection of `app` on this node, by its wire id.
+fn own_connection(shard: &Rc<Shard>, app: &App, conn_id: &str) -> Result<u64, ApiError> {
+    let id = parse_conn_id(conn_id).ok_or_else(|| ApiError::invalid("invalid `conn_id`"))?;
+    match shard.global.presence.connection(id) {
+        Some(info) if info.app == app.name => Ok(id),
+        _ => Err(ApiError::new(404, "no such connection")),
+    }
+}
+
+/// Deliver to (or disconnect) a connection on whichever shard holds it.
+fn to_connection(shard: &Rc<Shard>, id: u64, msg: ShardMsg) {
+    let owner = (id >> SHARD_SHIFT) as usize;
+    if owner != shard.id {
+        shard.mesh.send(owner, msg);
+        return;
+    }
+    let hub = shard.hub.borrow();
+    let Some(h) = hub.conn(id) else { return };
+    match msg {
+        ShardMsg::Deliver { frame, .. } => {
+            crate::hub::deliver(std::iter::once(h), &frame, shard.counters());
+        }
+        ShardMsg::Disconnect { code, .. } => h.request_close(CloseReason {
+            code,
+            reason: "disconnected by server",
+        }),
+        _ => {}
+    }
+}
+
+fn info_json(i: &ConnInfo) -> serde_json::Value {
+    let u = i.user.as_ref();
+    serde_json::json!({
+        "conn_id": i.conn_id,
+        "app": &*i.app,
+        "endpoint": &*i.endpoint,
+        "user_type": u.map(|u| &*u.user_type),
+        "user_id": u.map(|u| &*u.user_id),
+        "connected_at": i.connected_at,
+        "remote_addr": i.remote.to_string(),
+    })
+}
+
+/// `POST /api/v1/batch {"commands": [{"method": "...", "params": {...}}, ...]}`: executed
+/// in order; one result per command (`{"ok":..}`/values or `{"error":{...}}`).
+fn batch(shard: &Rc<Shard>, caller: Caller<'_>, req: &Request) -> Result<Response, ApiError> {
+    let mut body = req.body.to_vec();
+    let v = simd_json::to_borrowed_value(&mut body)
+        .map_err(|e| ApiError::new(400, format!("invalid JSON body: {e}")))?;
+    let Some(cmds) = v.get("commands").and_then(|c| c.as_array()) else {
+        return Err(ApiError::invalid("the body must be {\"commands\": [...]}"));
+    };
+    if cmds.len() > MAX_BATCH {
+        return Err(ApiError::invalid(format!(
+            "at most {MAX_BATCH} commands per batch"
+        )));
+    }
+    let default_app = query_app(req);
+    let results: Vec<serde_json::Value> = cmds
         .iter()
-        .enumerate()
-        .map(|(i, c)| {
-            serde_json::json!({
-                "shard": i,
-                "connections": get(&c.connections),
-                "subscriptions": get(&c.subscriptions),
-                "accepted": get(&c.accepted),
-                "messages_in": get(&c.messages_in),
-                "messages_out": get(&c.messages_out),
-                "bytes_out": get(&c.bytes_out),
-                "slow_consumer_disconnects": get(&c.slow_consumer_disconnects),
-                "queue_drops": get(&c.queue_drops),
-                "accept_errors": get(&c.accept_errors),
-            })
+        .map(|c| {
+            let run = || -> Result<serde_json::Value, ApiError> {
+                let method = c
+                    .get_str("method")
+                    .ok_or_else(|| ApiError::invalid("each command needs a `method` string"))?;
+                let empty = BorrowedValue::Object(Box::default());
+                let params = c.get("params").unwrap_or(&empty);
+                if !params.is_object() {
+                    return Err(ApiError::invalid("`params` must be an object"));
+                }
+                let app = resolve_app(
+                    shard,
+                    caller,
+                    params.get_str("app").or(default_app.as_deref()),
+                )?;
+                let cmd = Command::parse(method, params)?;
+                execute(shard, app, caller_is_admin(caller), cmd)
+            };
+            run().unwrap_or_else(
+                |e| serde_json::json!({ "error": { "status": e.status, "message": e.message } }),
+            )
         })
         .collect();
-    let sum = |f: fn(&ShardCounters) -> u64| g.counters.iter().map(f).sum::<u64>();
-    let body = serde_json::json!({
-        "connections": sum(|c| ShardCounters::get(&c.connections)),
-        "subscriptions": sum(|c| ShardCounters::get(&c.subscriptions)),
-        "messages_in": sum(|c| ShardCounters::get(&c.messages_in)),
-        "messages_out": sum(|c| ShardCounters::get(&c.messages_out)),
-        "slow_consumer_disconnects": sum(|c| ShardCounters::get(&c.slow_consumer_disconnects)),
-        "uptime_secs": g.started.elapsed().map_or(0, |d| d.as_secs()),
+    Ok(Response::json(
+        200,
+        serde_json::json!({ "results": results }).to_string(),
+    ))
+}
+
+fn stats(shard: &Rc<Shard>, app: &App, admin: bool) -> serde_json::Value {
+    let g = &shard.global;
+    let get = ShardCounters::get;
+    let (conns, authed) = g.presence.counts(Some(&app.name));
+    let mut body = serde_json::json!({
+        "app": &*app.name,
+        "app_connections": conns,
+        "app_authenticated": authed,
         "broker": g.broker.name(),
-        "shards": shards,
+        "uptime_secs": g.started.elapsed().map_or(0, |d| d.as_secs()),
     });
-    Response::json(200, body.to_string())
+    if admin || g.apps.len() == 1 {
+        let shards: Vec<_> = g
+            .counters
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                serde_json::json!({
+                    "shard": i,
+                    "connections": get(&c.connections),
+                    "subscriptions": get(&c.subscriptions),
+                    "accepted": get(&c.accepted),
+                    "messages_in": get(&c.messages_in),
+                    "messages_out": get(&c.messages_out),
+                    "bytes_out": get(&c.bytes_out),
+                    "slow_consumer_disconnects": get(&c.slow_consumer_disconnects),
+                    "queue_drops": get(&c.queue_drops),
+                    "accept_errors": get(&c.accept_errors),
+                })
+            })
+            .collect();
+        let sum = |f: fn(&ShardCounters) -> u64| g.counters.iter().map(f).sum::<u64>();
+        let o = body.as_object_mut().expect("object");
+        o.insert(
+            "connections".into(),
+            sum(|c| ShardCounters::get(&c.connections)).into(),
+        );
+        o.insert(
+            "subscriptions".into(),
+            sum(|c| ShardCounters::get(&c.subscriptions)).into(),
+        );
+        o.insert(
+            "messages_in".into(),
+            sum(|c| ShardCounters::get(&c.messages_in)).into(),
+        );
+        o.insert(
+            "messages_out".into(),
+            sum(|c| ShardCounters::get(&c.messages_out)).into(),
+        );
+        o.insert(
+            "slow_consumer_disconnects".into(),
+            sum(|c| ShardCounters::get(&c.slow_consumer_disconnects)).into(),
+        );
+        o.insert("shards".into(), shards.into());
+    }
+    body
 }

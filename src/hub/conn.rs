@@ -20,6 +20,46 @@ pub struct Identity {
     pub user_type: Box<str>,
     /// `None` for an anonymous connection.
     pub user_id: Option<Box<str>>,
+    /// Roles granted by the token (e.g. `staff`).
+    pub roles: Vec<Box<str>>,
+    /// Extra topics the token may join (exact names, or `prefix*`).
+    pub topics: Vec<Box<str>>,
+}
+
+impl Identity {
+    pub fn user(user_type: &str, user_id: &str) -> Self {
+        Identity {
+            user_type: user_type.into(),
+            user_id: Some(user_id.into()),
+            roles: Vec::new(),
+            topics: Vec::new(),
+        }
+    }
+
+    pub fn anonymous() -> Self {
+        Identity {
+            user_type: "anonymous".into(),
+            user_id: None,
+            roles: Vec::new(),
+            topics: Vec::new(),
+        }
+    }
+
+    pub fn is_user(&self) -> bool {
+        self.user_id.is_some()
+    }
+
+    pub fn has_role(&self, role: &str) -> bool {
+        self.roles.iter().any(|r| &**r == role)
+    }
+
+    /// Whether the token lists `topic` (exactly, or by a `prefix*` pattern).
+    pub fn token_allows(&self, topic: &str) -> bool {
+        self.topics.iter().any(|t| match t.strip_suffix('*') {
+            Some(prefix) => topic.starts_with(prefix),
+            None => &**t == topic,
+        })
+    }
 }
 
 /// Why the server is closing a connection: the close code and reason sent to the client.
@@ -66,6 +106,10 @@ pub enum Outgoing {
 pub struct ConnHandle {
     /// Shard-unique id (`shard << 48 | sequence`), also the wire `conn_id` once formatted.
     pub id: u64,
+    /// The app this connection belongs to (index into the app table).
+    pub app: u16,
+    /// Must authenticate before the auth deadline (the sweeper closes it with 4001).
+    pub needs_auth: Cell<bool>,
     out: RefCell<OutQueue>,
     /// Bound on `out_bytes`.
     max_out: usize,
@@ -94,9 +138,11 @@ impl OutQueue {
 }
 
 impl ConnHandle {
-    pub fn new(id: u64, max_out: usize, now: u32) -> Self {
+    pub fn new(id: u64, app: u16, max_out: usize, now: u32) -> Self {
         ConnHandle {
             id,
+            app,
+            needs_auth: Cell::new(false),
             out: RefCell::new(OutQueue::default()),
             max_out,
             waker: Cell::new(None),
@@ -229,7 +275,7 @@ mod tests {
     #[test]
     fn queue_keeps_order_and_forgets_capacity() {
         let c = ShardCounters::default();
-        let h = ConnHandle::new(1, 1 << 20, 0);
+        let h = ConnHandle::new(1, 0, 1 << 20, 0);
         assert!(h.take_pending().is_none());
         h.push(Bytes::from_static(b"a"), &c);
         assert!(matches!(h.take_pending(), Some(Outgoing::One(b)) if &b[..] == b"a"));
@@ -259,7 +305,7 @@ mod tests {
     #[test]
     fn slow_consumer_drops_queue_and_requests_close() {
         let c = ShardCounters::default();
-        let h = ConnHandle::new(1, 100, 0);
+        let h = ConnHandle::new(1, 0, 100, 0);
         assert!(h.push(Bytes::from(vec![0; 60]), &c));
         assert!(h.has_pending());
         assert!(!h.push(Bytes::from(vec![0; 60]), &c));

@@ -25,6 +25,7 @@ use std::sync::Arc;
 pub use conn::{CloseReason, ConnHandle, Identity};
 
 use crate::metrics::ShardCounters;
+use crate::presence::Presence;
 use crate::runtime::mesh::{Mesh, ShardMsg, Target};
 
 /// One topic on this shard.
@@ -137,6 +138,8 @@ pub struct HubCounts {
 
 pub struct Hub {
     shard: usize,
+    /// Node-wide registry told of every membership change (not of messages).
+    presence: Arc<Presence>,
     conns: HashMap<u64, Rc<ConnHandle>>,
     topics: HashMap<Arc<str>, Topic>,
     remote: HashMap<Arc<str>, u64>,
@@ -144,9 +147,10 @@ pub struct Hub {
 }
 
 impl Hub {
-    pub fn new(shard: usize) -> Self {
+    pub fn new(shard: usize, presence: Arc<Presence>) -> Self {
         Hub {
             shard,
+            presence,
             conns: HashMap::new(),
             topics: HashMap::new(),
             remote: HashMap::new(),
@@ -204,6 +208,7 @@ impl Hub {
             return Joined::Already;
         }
         h.subs.borrow_mut().push(topic.clone());
+        self.presence.subscribed(&topic, h.id);
         ShardCounters::add(&c.subscriptions, 1);
         let others = mesh.shards() - 1;
         match self.topics.get_mut(&topic) {
@@ -274,6 +279,7 @@ impl Hub {
     }
 
     fn leave(&mut self, h: &Rc<ConnHandle>, topic: &Arc<str>, mesh: &Rc<Mesh>) {
+        self.presence.unsubscribed(topic, h.id);
         let Some(t) = self.topics.get_mut(topic) else {
             return;
         };
@@ -329,18 +335,25 @@ impl Hub {
         self.deliver_topic(topic, frame, c)
     }
 
-    /// Broadcast a frame from this shard to every protocol connection on every shard.
-    pub fn broadcast(&self, frame: &Bytes, mesh: &Rc<Mesh>, c: &ShardCounters) -> usize {
+    /// Broadcast a frame from this shard to every protocol connection of `app` (all apps
+    /// when `None`) on every shard.
+    pub fn broadcast(
+        &self,
+        app: Option<u16>,
+        frame: &Bytes,
+        mesh: &Rc<Mesh>,
+        c: &ShardCounters,
+    ) -> usize {
         for dst in (0..mesh.shards()).filter(|&d| d != self.shard) {
             mesh.send(
                 dst,
                 ShardMsg::Deliver {
-                    target: Target::Broadcast,
+                    target: Target::Broadcast(app),
                     frame: frame.clone(),
                 },
             );
         }
-        self.deliver_all(frame, c)
+        self.deliver_all(app, frame, c)
     }
 
     fn deliver_topic(&self, topic: &str, frame: &Bytes, c: &ShardCounters) -> usize {
@@ -350,8 +363,14 @@ impl Hub {
         }
     }
 
-    fn deliver_all(&self, frame: &Bytes, c: &ShardCounters) -> usize {
-        deliver(self.conns.values(), frame, c)
+    fn deliver_all(&self, app: Option<u16>, frame: &Bytes, c: &ShardCounters) -> usize {
+        deliver(
+            self.conns
+                .values()
+                .filter(|h| app.is_none_or(|a| h.app == a)),
+            frame,
+            c,
+        )
     }
 
     /// Apply a message from another shard.
@@ -364,10 +383,10 @@ impl Hub {
                 self.deliver_topic(&t, &frame, c);
             }
             ShardMsg::Deliver {
-                target: Target::Broadcast,
+                target: Target::Broadcast(app),
                 frame,
             } => {
-                self.deliver_all(&frame, c);
+                self.deliver_all(app, &frame, c);
             }
             ShardMsg::Deliver {
                 target: Target::Conn(id),
@@ -471,7 +490,7 @@ mod tests {
     fn members_index_stays_consistent() {
         let mut m = Members::default();
         let hs: Vec<_> = (0..100u64)
-            .map(|i| Rc::new(ConnHandle::new(i, 1024, 0)))
+            .map(|i| Rc::new(ConnHandle::new(i, 0, 1024, 0)))
             .collect();
         for h in &hs {
             m.insert(h.clone());

@@ -67,7 +67,8 @@ impl Request {
     }
 }
 
-fn percent_decode(s: &str) -> Option<String> {
+/// Percent-decode a URL component (`+` is a space).
+pub fn percent_decode(s: &str) -> Option<String> {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
@@ -339,6 +340,7 @@ pub fn reason(status: u16) -> &'static str {
         413 => "Payload Too Large",
         422 => "Unprocessable Entity",
         426 => "Upgrade Required",
+        429 => "Too Many Requests",
         431 => "Request Header Fields Too Large",
         500 => "Internal Server Error",
         503 => "Service Unavailable",

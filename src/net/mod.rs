@@ -4,7 +4,10 @@
 //! open WebSocket needs, so an idle connection does not carry the HTTP parser's state.
 pub mod handshake;
 pub mod http;
+pub mod identify;
 pub mod io;
+pub mod limiter;
+mod session;
 pub mod ws_conn;
 
 use bytes::BytesMut;
@@ -13,10 +16,9 @@ use monoio::net::TcpStream;
 use std::net::SocketAddr;
 use std::rc::Rc;
 
-use crate::hub::Identity;
 use crate::runtime::shard::Shard;
 use http::{Request, Response};
-use ws_conn::Endpoint;
+use ws_conn::{Accepted, Endpoint};
 
 /// The demo page served at `/` in dev mode.
 const DEV_PAGE: &str = include_str!("dev_page.html");
@@ -40,21 +42,8 @@ pub async fn serve_connection(shard: Rc<Shard>, mut stream: TcpStream, peer: Soc
                 return;
             }
         };
-        let endpoint = match req.path.as_str() {
-            "/ws" => Some(Endpoint::Protocol),
-            "/echo" if cfg.dev => Some(Endpoint::Echo),
-            _ => None,
-        };
-        if let Some(endpoint) = endpoint {
-            if !handshake::is_upgrade(&req) {
-                let resp =
-                    Response::error(426, "this is a WebSocket endpoint; send an Upgrade request")
-                        .with_header("Upgrade", "websocket")
-                        .with_header("Sec-WebSocket-Version", "13");
-                let _ = http::write_response(&mut stream, &resp, false).await;
-                return;
-            }
-            if let Err(resp) = upgrade_allowed(&shard, &req) {
+        if let Some((endpoint, params)) = find_endpoint(&shard, &req.path) {
+            if let Err(resp) = upgrade_allowed(&shard, &req, endpoint, peer) {
                 let _ = http::write_response(&mut stream, &resp, false).await;
                 return;
             }
@@ -65,7 +54,12 @@ pub async fn serve_connection(shard: Rc<Shard>, mut stream: TcpStream, peer: Soc
                     return;
                 }
             };
-            let identity = dev_identity(&shard, &req);
+            let identity = match endpoint {
+                Endpoint::Protocol { app, .. } => {
+                    identify::from_request(&shard.global, &shard.global.apps[app as usize], &req)
+                }
+                Endpoint::Echo => None,
+            };
             let (res, _) = stream
                 .write_all(handshake::switching_protocols(&accept))
                 .await;
@@ -75,7 +69,17 @@ pub async fn serve_connection(shard: Rc<Shard>, mut stream: TcpStream, peer: Soc
             tracing::debug!(%peer, path = %req.path, "websocket open");
             drop(req);
             // Whatever followed the request (the client's first frames) goes with the socket.
-            ws_conn::start(shard, stream, buf, endpoint, identity);
+            ws_conn::start(
+                shard,
+                stream,
+                buf,
+                Accepted {
+                    endpoint,
+                    identity,
+                    params,
+                    remote: peer,
+                },
+            );
             return;
         }
         let resp = route(&shard, &req);
@@ -119,36 +123,66 @@ fn health(shard: &Rc<Shard>) -> Response {
     )
 }
 
-/// Policy checks before the upgrade. The Origin check is where per-endpoint allowed
-/// origins plug in; dev mode and the current single-endpoint config allow any origin.
-fn upgrade_allowed(shard: &Rc<Shard>, req: &Request) -> Result<(), Response> {
-    let origin = req.header_str("origin");
-    if !origin_allowed(shard, origin) {
-        return Err(Response::error(403, "origin not allowed"));
+/// The WebSocket endpoint serving `path`, with its template parameters.
+fn find_endpoint(shard: &Rc<Shard>, path: &str) -> Option<(Endpoint, Vec<(String, String)>)> {
+    if path == "/echo" && shard.config().dev {
+        return Some((Endpoint::Echo, Vec::new()));
+    }
+    shard.global.apps.iter().find_map(|app| {
+        app.endpoints.iter().enumerate().find_map(|(i, ep)| {
+            let params = crate::app::match_path(&ep.path, path)?;
+            Some((
+                Endpoint::Protocol {
+                    app: app.index,
+                    endpoint: i as u16,
+                },
+                params,
+            ))
+        })
+    })
+}
+
+/// Policy checks before the upgrade: a WebSocket request at all, the endpoint's allowed
+/// origins (403), and the per-IP attempt rate (429).
+fn upgrade_allowed(
+    shard: &Rc<Shard>,
+    req: &Request,
+    endpoint: Endpoint,
+    peer: SocketAddr,
+) -> Result<(), Response> {
+    if !handshake::is_upgrade(req) {
+        return Err(
+            Response::error(426, "this is a WebSocket endpoint; send an Upgrade request")
+                .with_header("Upgrade", "websocket")
+                .with_header("Sec-WebSocket-Version", "13"),
+        );
+    }
+    let Endpoint::Protocol { app, endpoint } = endpoint else {
+        return Ok(());
+    };
+    let app = &shard.global.apps[app as usize];
+    let ep = &app.endpoints[endpoint as usize];
+    if !ep.allowed_origins.is_empty() {
+        // Browsers always send Origin; a request without one is not from a web page.
+        if let Some(origin) = req.header_str("origin") {
+            if !ep
+                .allowed_origins
+                .iter()
+                .any(|o| o.eq_ignore_ascii_case(origin))
+            {
+                return Err(Response::error(403, "origin not allowed"));
+            }
+        }
+    }
+    if !shard
+        .global
+        .attempts
+        .allow(peer.ip(), app.limits.connect_attempts_per_ip_per_minute)
+    {
+        return Err(
+            Response::error(429, "too many connection attempts; retry later")
+                .with_header("Retry-After", "60"),
+        );
     }
     Ok(())
-}
-
-fn origin_allowed(_shard: &Rc<Shard>, _origin: Option<&str>) -> bool {
-    true
-}
-
-/// Dev mode takes the user from `?user_id=` (and `?user_type=`), or `?token=` as the id.
-fn dev_identity(shard: &Rc<Shard>, req: &Request) -> Option<Identity> {
-    if !shard.config().dev {
-        return None;
-    }
-    let user_id = req
-        .query_param("user_id")
-        .or_else(|| req.query_param("token"))?;
-    let user_type = req
-        .query_param("user_type")
-        .unwrap_or_else(|| "user".into());
-    if !ws_conn::valid_user_part(&user_id) || !ws_conn::valid_user_part(&user_type) {
-        return None;
-    }
-    Some(Identity {
-        user_type: user_type.into(),
-        user_id: Some(user_id.into()),
-    })
 }

@@ -11,21 +11,18 @@
 //! the same code, then the server closes TCP. When the server closes (protocol error, slow
 //! consumer, ping or auth timeout, API), it sends its Close and waits up to
 //! [`CLOSE_LINGER`] for the client's before dropping the connection.
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use std::future::{poll_fn, Future};
 use std::pin::{pin, Pin};
 use std::rc::Rc;
-use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
 use super::io::ConnIo;
-use crate::broker::Outbound;
 use crate::hub::conn::close_code;
 use crate::hub::{CloseReason, ConnHandle, Identity};
 use crate::metrics::ShardCounters;
-use crate::protocol::client::{self, ClientMsg};
-use crate::protocol::{code, server, user_topic, valid_topic};
+use crate::protocol::code;
 use crate::runtime::shard::Shard;
 use crate::ws::{self, Decoder, Message, OpCode};
 use monoio::net::TcpStream;
@@ -39,15 +36,20 @@ const READ_BUDGET: usize = 1 << 20;
 /// Which WebSocket endpoint a connection is on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Endpoint {
-    /// `/ws`: the ringcast protocol.
-    Protocol,
+    /// An app's endpoint speaking the ringcast protocol (indexes into the app table).
+    Protocol { app: u16, endpoint: u16 },
     /// `/echo` (dev mode only): echoes every data message; used by conformance tests.
     Echo,
 }
 
-/// User ids and types: 1–128 bytes, no control characters.
-pub fn valid_user_part(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 128 && !s.chars().any(char::is_control)
+/// What the upgrade established about a new connection.
+pub struct Accepted {
+    pub endpoint: Endpoint,
+    /// Set when the upgrade request carried credentials: who, or why they were refused.
+    pub identity: Option<Result<Identity, &'static str>>,
+    /// Path template parameters (`/ws/posts/{post_id}/` → `post_id`).
+    pub params: Vec<(String, String)>,
+    pub remote: std::net::SocketAddr,
 }
 
 /// What reading produced.
@@ -59,49 +61,60 @@ enum Flow {
     Close(u16, &'static str),
 }
 
-struct Conn {
-    shard: Rc<Shard>,
-    h: Rc<ConnHandle>,
-    endpoint: Endpoint,
+pub(super) struct Conn {
+    pub(super) shard: Rc<Shard>,
+    pub(super) h: Rc<ConnHandle>,
+    pub(super) endpoint: Endpoint,
+    /// Client message rate limit.
+    pub(super) bucket: super::session::TokenBucket,
     /// Present only while a read is being decoded or a message is incomplete, so an idle
     /// connection does not carry decoder state.
     dec: Option<Box<Decoder>>,
     /// Bytes of an incomplete frame carried between reads (None when idle).
     partial: Option<BytesMut>,
     /// We sent our Close frame.
-    close_sent: bool,
+    pub(super) close_sent: bool,
     /// The close handshake is complete from our side: flush and finish.
-    done: bool,
+    pub(super) done: bool,
 }
 
 /// Set up a freshly upgraded connection and spawn its task. The setup is synchronous so
 /// the task's future holds only the connection and its socket, not the arguments.
-pub fn start(
-    shard: Rc<Shard>,
-    stream: TcpStream,
-    early: BytesMut,
-    endpoint: Endpoint,
-    identity: Option<Identity>,
-) {
-    let max_out = match endpoint {
-        Endpoint::Protocol => shard.config().max_outbound,
+pub fn start(shard: Rc<Shard>, stream: TcpStream, early: BytesMut, accepted: Accepted) {
+    let Accepted {
+        endpoint,
+        identity,
+        params,
+        remote,
+    } = accepted;
+    let (app, max_out) = match endpoint {
+        Endpoint::Protocol { app, .. } => {
+            (app, shard.global.apps[app as usize].limits.max_outbound)
+        }
         // An echo connection queues what it receives: room for a maximal message and its echo.
-        Endpoint::Echo => 4 * shard.config().echo_max_message,
+        Endpoint::Echo => (0, 4 * shard.config().echo_max_message),
     };
-    let h = Rc::new(ConnHandle::new(shard.next_conn_id(), max_out, shard.now()));
+    let h = Rc::new(ConnHandle::new(
+        shard.next_conn_id(),
+        app,
+        max_out,
+        shard.now(),
+    ));
     ShardCounters::add(&shard.counters().connections, 1);
+    let bucket = super::session::TokenBucket::new(&shard, endpoint);
     let mut conn = Conn {
         shard,
         h,
         endpoint,
+        bucket,
         dec: None,
         partial: None,
         close_sent: false,
         done: false,
     };
-    if endpoint == Endpoint::Protocol {
+    if matches!(endpoint, Endpoint::Protocol { .. }) {
         conn.shard.hub.borrow_mut().add_conn(conn.h.clone());
-        conn.greet(identity);
+        conn.open(identity, &params, remote);
     }
     if !early.is_empty() {
         // Copy: the HTTP read buffer is larger than what is left in it.
@@ -140,21 +153,18 @@ impl Conn {
             // Boxed: closing is rare, and an inline future would enlarge every idle task.
             Box::pin(io.linger(CLOSE_LINGER)).await;
         }
-        if self.endpoint == Endpoint::Protocol {
-            let shard = self.shard.clone();
-            shard
-                .hub
-                .borrow_mut()
-                .remove_conn(&self.h, &shard.mesh, shard.counters());
+        if matches!(self.endpoint, Endpoint::Protocol { .. }) {
+            self.closed();
         }
         ShardCounters::sub(&self.shard.counters().connections, 1);
     }
 
     fn limits(&self) -> ws::Limits {
-        let cfg = self.shard.config();
         let max = match self.endpoint {
-            Endpoint::Protocol => cfg.max_message,
-            Endpoint::Echo => cfg.echo_max_message,
+            Endpoint::Protocol { app, .. } => {
+                self.shard.global.apps[app as usize].limits.max_message
+            }
+            Endpoint::Echo => self.shard.config().echo_max_message,
         };
         ws::Limits {
             max_frame: max,
@@ -263,7 +273,7 @@ impl Conn {
     }
 
     /// Send our Close (once) and stop accepting new frames for this connection.
-    fn start_close(&mut self, code: u16, reason: &'static str) {
+    pub(super) fn start_close(&mut self, code: u16, reason: &'static str) {
         if self.close_sent {
             return;
         }
@@ -381,198 +391,18 @@ impl Conn {
             }
             Message::Text(p) => {
                 ShardCounters::add(&self.shard.counters().messages_in, 1);
+                if let Some((code, reason)) = self.bucket.take(&self.shard) {
+                    return Flow::Close(code, reason);
+                }
+                if self.bucket.limited() {
+                    self.error(code::RATE_LIMITED, "too many messages; slow down", None);
+                    return Flow::Continue;
+                }
                 self.on_text(&p);
                 Flow::Continue
             }
             Message::Binary(_) => {
                 Flow::Close(ws::close::UNSUPPORTED, "binary messages are not supported")
-            }
-        }
-    }
-}
-
-impl Conn {
-    fn reply(&self, frame: Bytes) {
-        crate::hub::deliver(std::iter::once(&self.h), &frame, self.shard.counters());
-    }
-
-    fn error(&self, code: &str, message: &str, id: Option<&client::RequestId>) {
-        self.reply(server::error(code, message, id));
-    }
-
-    /// First message of a protocol connection.
-    fn greet(&mut self, identity: Option<Identity>) {
-        match identity {
-            Some(id) => self.authenticate(id, None),
-            None if self.shard.config().dev => {
-                *self.h.identity.borrow_mut() = Some(Identity {
-                    user_type: "anonymous".into(),
-                    user_id: None,
-                });
-                self.reply(server::auth_success("anonymous", None, &self.h.conn_id()));
-            }
-            None => self.reply(server::auth_required(
-                self.shard.config().auth_timeout.as_secs(),
-            )),
-        }
-    }
-
-    /// Become `identity`: join the personal topic; `auth_success` is sent once joined so
-    /// that a send-to-user made after the client saw it always arrives.
-    fn authenticate(&mut self, identity: Identity, _id: Option<&client::RequestId>) {
-        let user_id = identity.user_id.as_deref().unwrap_or_default().to_owned();
-        let topic: Arc<str> = user_topic(&identity.user_type, &user_id).into();
-        let ready = server::auth_success(&identity.user_type, Some(&user_id), &self.h.conn_id());
-        *self.h.identity.borrow_mut() = Some(identity);
-        let shard = self.shard.clone();
-        shard.hub.borrow_mut().subscribe(
-            &self.h,
-            topic,
-            Some(ready),
-            &shard.mesh,
-            shard.counters(),
-        );
-    }
-
-    fn personal_topic(&self) -> Option<String> {
-        let ident = self.h.identity.borrow();
-        let i = ident.as_ref()?;
-        Some(user_topic(&i.user_type, i.user_id.as_deref()?))
-    }
-
-    fn on_text(&mut self, payload: &Bytes) {
-        let shard = self.shard.clone();
-        let mut scratch = shard.scratch.borrow_mut();
-        scratch.clear();
-        scratch.extend_from_slice(payload);
-        let req = match client::parse(&mut scratch) {
-            Ok(r) => r,
-            Err(e) => return self.error(e.code, &e.message, e.id.as_ref()),
-        };
-        let id = req.id.as_ref();
-        let cfg = shard.config();
-        let c = shard.counters();
-        let authenticated = self
-            .h
-            .identity
-            .borrow()
-            .as_ref()
-            .is_some_and(|i| i.user_id.is_some());
-        let anonymous = self.h.identity.borrow().is_some() && !authenticated;
-        match req.msg {
-            ClientMsg::Authenticate { token, .. } => {
-                if authenticated {
-                    return self.error(code::ALREADY_AUTHENTICATED, "already authenticated", id);
-                }
-                if !cfg.dev {
-                    // Token verification arrives with JWT support; until then only dev mode
-                    // can authenticate.
-                    self.start_close(close_code::AUTH_FAILED, "authentication is not configured");
-                    return;
-                }
-                if !valid_user_part(&token) {
-                    return self.error(
-                        code::BAD_REQUEST,
-                        "dev mode: the token is the user id (1-128 characters)",
-                        id,
-                    );
-                }
-                let identity = Identity {
-                    user_type: "user".into(),
-                    user_id: Some(token.as_ref().into()),
-                };
-                self.authenticate(identity, id);
-            }
-            ClientMsg::Subscribe { topic, .. } => {
-                if !authenticated && !anonymous {
-                    return self.error(code::NOT_AUTHENTICATED, "authenticate first", id);
-                }
-                if !valid_topic(&topic) {
-                    return self.error(code::INVALID_TOPIC, "invalid topic name", id);
-                }
-                if topic.starts_with("user:")
-                    && self.personal_topic().as_deref() != Some(topic.as_ref())
-                {
-                    return self.error(code::FORBIDDEN, "a user topic is only for its user", id);
-                }
-                if self.h.subs.borrow().len() >= cfg.max_subscriptions {
-                    return self.error(
-                        code::TOO_MANY_SUBSCRIPTIONS,
-                        "subscription limit reached",
-                        id,
-                    );
-                }
-                let ready = server::subscribed(&topic, id);
-                shard.hub.borrow_mut().subscribe(
-                    &self.h,
-                    topic.as_ref().into(),
-                    Some(ready),
-                    &shard.mesh,
-                    c,
-                );
-            }
-            ClientMsg::Unsubscribe { topic } => {
-                if self.personal_topic().as_deref() == Some(topic.as_ref()) {
-                    return self.error(code::FORBIDDEN, "the personal topic cannot be left", id);
-                }
-                if shard
-                    .hub
-                    .borrow_mut()
-                    .unsubscribe(&self.h, &topic, &shard.mesh, c)
-                {
-                    self.reply(server::unsubscribed(&topic, id));
-                } else {
-                    self.error(code::NOT_SUBSCRIBED, "not subscribed to this topic", id);
-                }
-            }
-            ClientMsg::Publish { topic, data, .. } => {
-                if !cfg.dev {
-                    return self.error(
-                        code::FORBIDDEN,
-                        "client publishing is not allowed here",
-                        id,
-                    );
-                }
-                if !valid_topic(&topic) {
-                    return self.error(code::INVALID_TOPIC, "invalid topic name", id);
-                }
-                if topic.starts_with("user:") {
-                    return self.error(
-                        code::FORBIDDEN,
-                        "clients cannot publish to user topics",
-                        id,
-                    );
-                }
-                let frame = server::message(server::Via::Topic(&topic), &data);
-                let topic: Arc<str> = topic.as_ref().into();
-                shard.hub.borrow().publish(&topic, &frame, &shard.mesh, c);
-                shard.global.broker.forward(Outbound::Topic {
-                    topic: &topic,
-                    frame: &frame,
-                });
-                if let Some(id) = id {
-                    self.reply(server::ack(id));
-                }
-            }
-            ClientMsg::Ping => {
-                let ident = self.h.identity.borrow();
-                let (t, u) = match ident.as_ref() {
-                    Some(i) => (Some(&*i.user_type), i.user_id.as_deref()),
-                    None => (None, None),
-                };
-                let ts = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_millis() as u64);
-                let f = server::pong(t, u, ts, id);
-                drop(ident);
-                self.reply(f);
-            }
-            ClientMsg::Custom { .. } => {
-                self.error(
-                    code::UNSUPPORTED,
-                    "no backend hook is configured for custom messages",
-                    id,
-                );
             }
         }
     }

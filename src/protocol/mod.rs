@@ -18,6 +18,9 @@ pub mod code {
     pub const TOO_MANY_SUBSCRIPTIONS: &str = "too_many_subscriptions";
     pub const NOT_SUBSCRIBED: &str = "not_subscribed";
     pub const UNSUPPORTED: &str = "unsupported";
+    pub const RATE_LIMITED: &str = "rate_limited";
+    pub const HOOK_FAILED: &str = "hook_failed";
+    pub const AUTH_FAILED: &str = "auth_failed";
 }
 
 /// Longest topic name accepted, in bytes.

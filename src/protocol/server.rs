@@ -131,6 +131,16 @@ pub fn unsubscribed(topic: &str, id: Option<&RequestId>) -> Bytes {
     w.finish()
 }
 
+/// `{"type":"reply","id":...,"data":...}`: a backend hook's answer to a `custom` message.
+pub fn reply(id: Option<&RequestId>, data: &simd_json::OwnedValue) -> Bytes {
+    let mut w = FrameWriter::with_capacity(64);
+    w.raw(br#"{"type":"reply""#).id(id).raw(br#","data":"#);
+    data.write(&mut (&mut w.buf).writer())
+        .expect("writing to memory cannot fail");
+    w.raw(b"}");
+    w.finish()
+}
+
 pub fn ack(id: &RequestId) -> Bytes {
     let mut w = FrameWriter::with_capacity(32);
     w.raw(br#"{"type":"ack","id":"#)

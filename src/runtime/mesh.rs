@@ -16,8 +16,8 @@ use std::sync::Arc;
 pub enum Target {
     /// Every local subscriber of the topic.
     Topic(Arc<str>),
-    /// Every local protocol connection.
-    Broadcast,
+    /// Every local protocol connection of one app, or of all apps (`None`).
+    Broadcast(Option<u16>),
     /// One connection (by numeric id).
     Conn(u64),
 }

@@ -10,19 +10,44 @@ use anyhow::Context as _;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 
+use crate::app::App;
 use crate::broker::{memory::MemoryBroker, Broker};
 use crate::config::Config;
+use crate::hooks::HookClient;
 use crate::metrics::ShardCounters;
+use crate::presence::Presence;
 
 /// Most shards: interest masks are one `u64`.
 pub const MAX_SHARDS: usize = 64;
 
-/// What every shard can see: read-only config, everyone's counters, the broker.
+/// What every shard can see: read-only config and apps, everyone's counters, the
+/// broker, the presence registry and the hook client.
 pub struct Global {
     pub config: Config,
+    /// The app table; a connection's `app` indexes it.
+    pub apps: Vec<App>,
     pub counters: Vec<ShardCounters>,
     pub broker: Box<dyn Broker>,
+    pub presence: Arc<Presence>,
+    pub hooks: HookClient,
+    /// Per-IP upgrade attempts in the current minute (connect path only).
+    pub attempts: crate::net::limiter::AttemptLimiter,
     pub started: std::time::SystemTime,
+}
+
+impl Global {
+    /// The app whose API key is `key`.
+    pub fn app_by_key(&self, key: &str) -> Option<&App> {
+        self.apps.iter().find(|a| {
+            a.api_key
+                .as_deref()
+                .is_some_and(|k| crate::api::constant_time_eq(k.as_bytes(), key.as_bytes()))
+        })
+    }
+
+    pub fn app_by_name(&self, name: &str) -> Option<&App> {
+        self.apps.iter().find(|a| &*a.name == name)
+    }
 }
 
 /// Bind one listener per shard on the same address with `SO_REUSEPORT`, so the kernel
@@ -47,8 +72,14 @@ pub fn bind_listeners(addr: SocketAddr, n: usize) -> anyhow::Result<Vec<TcpListe
     Ok(out)
 }
 
-/// Run the server until the process is stopped.
+/// Run the server with the one app the flags describe.
 pub fn serve(config: Config) -> anyhow::Result<()> {
+    let apps = vec![App::from_flags(&config)];
+    serve_apps(config, apps)
+}
+
+/// Run the server until the process is stopped.
+pub fn serve_apps(config: Config, apps: Vec<App>) -> anyhow::Result<()> {
     let n = config.shards.clamp(1, MAX_SHARDS);
     let listeners = bind_listeners(config.listen, n)?;
     let addr = listeners[0].local_addr()?;
@@ -59,8 +90,12 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
         );
     }
     let global = Arc::new(Global {
+        apps,
         counters: (0..n).map(|_| ShardCounters::default()).collect(),
         broker: Box::new(MemoryBroker),
+        presence: Arc::new(Presence::default()),
+        hooks: HookClient::start().context("starting the hook thread")?,
+        attempts: Default::default(),
         started: std::time::SystemTime::now(),
         config: Config {
             shards: n,

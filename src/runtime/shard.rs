@@ -50,6 +50,11 @@ impl Shard {
         self.start.elapsed().as_secs() as u32
     }
 
+    /// Milliseconds since the shard started (wraps after 49 days; used for differences).
+    pub fn now_ms(&self) -> u32 {
+        self.start.elapsed().as_millis() as u32
+    }
+
     pub fn next_conn_id(&self) -> u64 {
         let s = self.next_seq.get() + 1;
         self.next_seq.set(s);
@@ -100,7 +105,7 @@ pub fn run(
     rt.block_on(async move {
         let shard = Rc::new(Shard {
             id,
-            hub: RefCell::new(Hub::new(id)),
+            hub: RefCell::new(Hub::new(id, global.presence.clone())),
             mesh: Mesh::new(id, senders),
             read_buf: RefCell::new(BytesMut::with_capacity(64 * 1024)),
             scratch: RefCell::new(Vec::with_capacity(4096)),
@@ -176,10 +181,12 @@ async fn drain_inbox(shard: Rc<Shard>, inbox: flume::Receiver<Batch>) {
 async fn sweep(shard: Rc<Shard>) {
     let ping_every = shard.config().ping_interval.as_secs().max(1) as u32;
     let auth_timeout = shard.config().auth_timeout.as_secs().max(1) as u32;
-    let anonymous_ok = shard.config().dev;
     loop {
         monoio::time::sleep(Duration::from_secs(1)).await;
         let now = shard.now();
+        if now.is_multiple_of(60) {
+            shard.global.attempts.prune();
+        }
         let hub = shard.hub.borrow();
         for h in hub.conns() {
             let quiet = now.saturating_sub(h.last_rx.get());
@@ -192,10 +199,7 @@ async fn sweep(shard: Rc<Shard>) {
                 h.ping_sent.set(true);
                 h.push_control(shard.ping_frame.clone());
             }
-            if !anonymous_ok
-                && h.identity.borrow().is_none()
-                && now.saturating_sub(h.created) >= auth_timeout
-            {
+            if h.needs_auth.get() && now.saturating_sub(h.created) >= auth_timeout {
                 h.request_close(CloseReason {
                     code: crate::hub::conn::close_code::AUTH_FAILED,
                     reason: "authentication timeout",

@@ -47,7 +47,11 @@ impl Server {
 
     /// Start a prepared command that runs the server (stdout must be piped).
     pub fn from_command(cmd: &mut Command) -> Server {
-        let mut child = cmd.env("RINGCAST_LOG", "info").stderr(Stdio::inherit()).spawn().expect("start ringcast");
+        let mut child = cmd
+            .env("RINGCAST_LOG", "info")
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start ringcast");
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
         // Keep draining the log so the server never blocks on a full pipe.

@@ -14,6 +14,8 @@ pub struct Config {
     pub dev: bool,
     /// API key for `/api/v1/` (`Authorization: apikey KEY`); `None` in dev mode = open.
     pub api_key: Option<String>,
+    /// Key that acts on every app through the API.
+    pub admin_key: Option<String>,
     /// Interval between server pings to an idle connection.
     pub ping_interval: Duration,
     /// How long an unauthenticated connection may stay before close 4001.
@@ -36,6 +38,16 @@ pub struct Config {
     pub request_timeout: Duration,
     /// Pin each shard's thread to a core.
     pub pin_cores: bool,
+    /// Allowed `Origin` values for the flag-configured app; empty = any.
+    pub allowed_origins: Vec<String>,
+    /// Most simultaneous connections of one user (close 4008 beyond).
+    pub max_connections_per_user: usize,
+    /// Client messages per second per connection (token bucket rate).
+    pub messages_per_second: f64,
+    /// Token bucket size.
+    pub message_burst: f64,
+    /// WebSocket upgrade attempts per minute from one IP address (429 beyond).
+    pub connect_attempts_per_ip_per_minute: u32,
 }
 
 impl Default for Config {
@@ -45,6 +57,7 @@ impl Default for Config {
             shards: std::thread::available_parallelism().map_or(1, |n| n.get()),
             dev: true,
             api_key: None,
+            admin_key: None,
             ping_interval: Duration::from_secs(25),
             auth_timeout: Duration::from_secs(10),
             max_frame: 1 << 20,
@@ -56,6 +69,11 @@ impl Default for Config {
             max_body_bytes: 1 << 20,
             request_timeout: Duration::from_secs(10),
             pin_cores: true,
+            allowed_origins: Vec::new(),
+            max_connections_per_user: 100,
+            messages_per_second: 50.0,
+            message_burst: 100.0,
+            connect_attempts_per_ip_per_minute: 6000,
         }
     }
 }

@@ -1,0 +1,69 @@
+//! Fixed key pairs for the auth unit tests (generated once with the `openssl` CLI;
+//! test-only, never used outside `#[cfg(test)]`). Checked in as constants so the
+//! tests need no key-generation dev-dependencies and stay deterministic.
+
+pub const RSA_PRIVATE_PEM: &str = "\
+-----BEGIN PRIVATE KEY-----
+MIIEvwIBADANBgkqhkiG9w0BAQEFAASCBKkwggSlAgEAAoIBAQDfHaz0CXrrp+CQ
+OO1nRjuKUlvRGIsrZNGOYD8xditL94K3QY0vrp9NsEswH8qeEhygBLMvkYMZz6rt
+F+7IlstSpweNKQxR1phoLWhhQnN2eCn2g1gU3mKnyDD6qCB3t4s5nlJJvPQ2aZSk
+mVgDLuNzEJ/b3U2dHVZMuHB5p2bFHj81DMoapX/Or2/gD5MgUPisPiETzxBYZgdX
+ero2jS96Z0edGTaI8JT1UlEZAWYxGp8itzxpl92UeghGxHvyZLkCOJJdqtuPACnY
+/CEvQQFyYX2m866VYnpyHKxuufsTnrajqirx6GcY+SXzjeX/94oDvnYpfGAkhXms
+FX7ejfK3AgMBAAECggEADZ9wu3fGtxPJfNTU/fzGTuRHceVnPe+KcgCDa0A1VY6X
+vxu0BKjLVkGA3b/bLbqaX9TZofpnAFDzNUXEUSAP6wyCxAYxF+Ab7yRynpmhliax
+HTmYy7FmYasx/mP8k4Kz8AEwMgtk99uLdV9dhdg7j/+AWzrQbdroNYf/ahYkCr34
+W5My49TrHTaO4FHAsp1Xib3ncA2FDK9JuNpIbp+/BT/MtsrBMFdCL8eQ4MAwjGK3
+5xeEupwrKPmCERCHQ1LQS5ZMsa7dtAzYE/blqcLvWNE5Hi4geTYP6xvLykdRARm6
+/qtgVs86vhY43pcziuucllEBUg3FvfeBv1GGub82PQKBgQDwQxVjodWt9YY9OZrU
+SeY9LCYpzI2LmKm/yG1bvT3CjZMMBfqBaDcTyhQSzQt9+0pl3FOyChCw2I0Z7Vis
+8EjikG8glOs/Z+pIvtwIclAMqp5rz2DiOoclhQzrErETT2rD1Yg6ZQ942nJGDbgH
+OHmxowx3h/gmp0U5Ws1OeDEaBQKBgQDtuxJFvwmoUcbUOr6COpGevN/hJTkx83BA
+AClXH2Fs7OeOTjB2TBqN7gB/FYtujhVMo8yBLzNhgVAPKhKjGSKcjXNQlOyPdXP6
+1SksTff0YV0o+cDBVFQ0xGQdOWq9EVfNCKWaCvCRAs648sk5+CKtzmiCavBjmib3
+jlRfqSAqiwKBgQChddOH8xfwIdGmj3G3PDpX3bV/3ZE5wMxCr+SeBBzfA9lP+SyR
+joGE8QZwZA9XCGrE7T3ppc31qnGYfOJcxdWVPE8R7EHziFfvryObIYceHAL+nIyV
+O5Pa6QD3cMZDHdm35WX5KDUvmE23OjzzzUYq1FHqehuPjlV858KU+zy0KQKBgQCx
+PWDRKS3tFRMVFbsFYt9ApvaPaG4tBJ9yx+wKbXX4fOPin/7Xo8PEf2ZVWV28Dihp
+HFITGnrHPl7O/4InoUzBxV/s+ysnhdzzbMsmofa0d4a6TwJb4SBquuUdOLqQvYZl
+cgXtRCy5IIu5LiHCm3JXfOVEHrCcwcg9lxrmuzQlIwKBgQDb/L7UmIH0bZ0Mu2Rp
+J037DQnQh9lcfsqHZ8kzUot5gjIfsFAI+WMXf++2tB0eQL65IqZG1rLkx6KFDc4y
+O0ml9vVyl0sLrD9Za7eKYlgnkzSt50gsw0fkga7GkMfUps3sIpidyvK3STmTs3SI
+O/gpnl483EsFPJqRyL2yhlN3SQ==
+-----END PRIVATE KEY-----
+";
+
+pub const RSA_PUBLIC_PEM: &str = "\
+-----BEGIN PUBLIC KEY-----
+MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEA3x2s9Al666fgkDjtZ0Y7
+ilJb0RiLK2TRjmA/MXYrS/eCt0GNL66fTbBLMB/KnhIcoASzL5GDGc+q7RfuyJbL
+UqcHjSkMUdaYaC1oYUJzdngp9oNYFN5ip8gw+qggd7eLOZ5SSbz0NmmUpJlYAy7j
+cxCf291NnR1WTLhweadmxR4/NQzKGqV/zq9v4A+TIFD4rD4hE88QWGYHV3q6No0v
+emdHnRk2iPCU9VJRGQFmMRqfIrc8aZfdlHoIRsR78mS5AjiSXarbjwAp2PwhL0EB
+cmF9pvOulWJ6chysbrn7E562o6oq8ehnGPkl843l//eKA752KXxgJIV5rBV+3o3y
+twIDAQAB
+-----END PUBLIC KEY-----
+";
+
+pub const EC_PRIVATE_PEM: &str = "\
+-----BEGIN PRIVATE KEY-----
+MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgxuH34bd0blP1MsD3
+o1Q9yV6CYDvt3AqFMur2wF7mxr+hRANCAATrDAbmwcNaYINdJXeWbiSahC4oXPVN
+dx/FAfXrDfBr1r+lRUG9oOAVnC1AL8FOkyLbcPObfieaFJgZ4FVmW0hL
+-----END PRIVATE KEY-----
+";
+
+pub const EC_PUBLIC_PEM: &str = "\
+-----BEGIN PUBLIC KEY-----
+MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE6wwG5sHDWmCDXSV3lm4kmoQuKFz1
+TXcfxQH16w3wa9a/pUVBvaDgFZwtQC/BTpMi23Dzm34nmhSYGeBVZltISw==
+-----END PUBLIC KEY-----
+";
+
+pub const EC_P384_PUBLIC_PEM: &str = "\
+-----BEGIN PUBLIC KEY-----
+MHYwEAYHKoZIzj0CAQYFK4EEACIDYgAEk0dF/LOnUx6tqAeEVAvcviY6NZVG59c/
+Zd9jga15Yg2HuxZilqmGm50FjwML9dUa5uIk/abGtj+nIufo2J8LWZUBA7kXIv8t
+E+zruS1ApcGj8DPL+MfyBTfIbeNuvw2u
+-----END PUBLIC KEY-----
+";

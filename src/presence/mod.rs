@@ -1,0 +1,249 @@
+//! Who is online on this node: users and their connections, with each connection's
+//! details, and each topic's subscribers.
+//!
+//! This is node-wide state that backends query (`is_online`, `get_online_users`,
+//! connection info, topic subscribers) and that the per-user connection limit reads. It
+//! changes only when a connection opens, authenticates, subscribes, unsubscribes or
+//! closes — never per message — so it is kept behind a few sharded mutexes that every
+//! shard may touch on those events, instead of making every query a round trip through
+//! all shards. The message path never touches it.
+use std::collections::{HashMap, HashSet};
+use std::hash::{BuildHasher, Hash};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// Lock stripes per map: enough that shards rarely meet on one.
+const STRIPES: usize = 16;
+
+/// A user within an app.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct UserKey {
+    pub app: Arc<str>,
+    pub user_type: Box<str>,
+    pub user_id: Box<str>,
+}
+
+/// What is known of one connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnInfo {
+    pub conn_id: String,
+    pub app: Arc<str>,
+    pub endpoint: Arc<str>,
+    pub user: Option<UserKey>,
+    /// Unix seconds.
+    pub connected_at: u64,
+    pub remote: SocketAddr,
+}
+
+struct Striped<K, V> {
+    stripes: Vec<Mutex<HashMap<K, V>>>,
+    hasher: std::collections::hash_map::RandomState,
+}
+
+impl<K: Hash + Eq, V> Striped<K, V> {
+    fn new() -> Self {
+        Striped {
+            stripes: (0..STRIPES).map(|_| Mutex::new(HashMap::new())).collect(),
+            hasher: Default::default(),
+        }
+    }
+
+    fn lock<Q: Hash + ?Sized>(&self, k: &Q) -> MutexGuard<'_, HashMap<K, V>> {
+        let i = self.hasher.hash_one(k) as usize % STRIPES;
+        // A poisoned stripe means a panic elsewhere already; keep serving its data.
+        self.stripes[i].lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn all(&self) -> impl Iterator<Item = MutexGuard<'_, HashMap<K, V>>> {
+        self.stripes
+            .iter()
+            .map(|m| m.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+/// The node's presence registry.
+pub struct Presence {
+    users: Striped<UserKey, Vec<u64>>,
+    conns: Striped<u64, ConnInfo>,
+    /// Scoped topic key (app + topic) → subscribed connection ids.
+    topics: Striped<Arc<str>, HashSet<u64>>,
+}
+
+impl Default for Presence {
+    fn default() -> Self {
+        Presence {
+            users: Striped::new(),
+            conns: Striped::new(),
+            topics: Striped::new(),
+        }
+    }
+}
+
+impl Presence {
+    pub fn connection_opened(&self, id: u64, info: ConnInfo) {
+        self.conns.lock(&id).insert(id, info);
+    }
+
+    /// Record that connection `id` is `user`; returns how many connections the user has now.
+    pub fn user_joined(&self, id: u64, user: UserKey) -> usize {
+        if let Some(info) = self.conns.lock(&id).get_mut(&id) {
+            info.user = Some(user.clone());
+        }
+        let mut users = self.users.lock(&user);
+        let list = users.entry(user).or_default();
+        if !list.contains(&id) {
+            list.push(id);
+        }
+        list.len()
+    }
+
+    /// How many connections `user` has now.
+    pub fn user_connections(&self, user: &UserKey) -> Vec<u64> {
+        self.users.lock(user).get(user).cloned().unwrap_or_default()
+    }
+
+    pub fn is_online(&self, user: &UserKey) -> bool {
+        self.users
+            .lock(user)
+            .get(user)
+            .is_some_and(|l| !l.is_empty())
+    }
+
+    pub fn connection_closed(&self, id: u64) {
+        let info = self.conns.lock(&id).remove(&id);
+        if let Some(user) = info.and_then(|i| i.user) {
+            let mut users = self.users.lock(&user);
+            if let Some(list) = users.get_mut(&user) {
+                list.retain(|&c| c != id);
+                if list.is_empty() {
+                    users.remove(&user);
+                }
+            }
+        }
+    }
+
+    pub fn connection(&self, id: u64) -> Option<ConnInfo> {
+        self.conns.lock(&id).get(&id).cloned()
+    }
+
+    pub fn subscribed(&self, topic: &Arc<str>, id: u64) {
+        self.topics
+            .lock(&**topic)
+            .entry(topic.clone())
+            .or_default()
+            .insert(id);
+    }
+
+    pub fn unsubscribed(&self, topic: &str, id: u64) {
+        let mut t = self.topics.lock(topic);
+        if let Some(set) = t.get_mut(topic) {
+            set.remove(&id);
+            if set.is_empty() {
+                t.remove(topic);
+            }
+        }
+    }
+
+    pub fn topic_subscribers(&self, topic: &str) -> Vec<u64> {
+        let mut v: Vec<u64> = self
+            .topics
+            .lock(topic)
+            .get(topic)
+            .map(|s| s.iter().copied().collect())
+            .unwrap_or_default();
+        v.sort_unstable();
+        v
+    }
+
+    /// Online users of an app, optionally of one user type, sorted.
+    pub fn online_users(&self, app: &str, user_type: Option<&str>) -> Vec<UserKey> {
+        let mut out: Vec<UserKey> = self
+            .users
+            .all()
+            .flat_map(|m| {
+                m.keys()
+                    .filter(|u| &*u.app == app && user_type.is_none_or(|t| &*u.user_type == t))
+                    .cloned()
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// Connections of an app (all apps when `None`), and how many are authenticated.
+    pub fn counts(&self, app: Option<&str>) -> (usize, usize) {
+        let mut total = 0;
+        let mut authed = 0;
+        for m in self.conns.all() {
+            for info in m.values().filter(|i| app.is_none_or(|a| &*i.app == a)) {
+                total += 1;
+                authed += info.user.is_some() as usize;
+            }
+        }
+        (total, authed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn user(app: &str, t: &str, id: &str) -> UserKey {
+        UserKey {
+            app: app.into(),
+            user_type: t.into(),
+            user_id: id.into(),
+        }
+    }
+
+    fn info(id: u64, app: &str) -> ConnInfo {
+        ConnInfo {
+            conn_id: format!("0-{id}"),
+            app: app.into(),
+            endpoint: "/ws".into(),
+            user: None,
+            connected_at: 1,
+            remote: "127.0.0.1:1".parse().unwrap(),
+        }
+    }
+
+    #[test]
+    fn users_come_and_go() {
+        let p = Presence::default();
+        let alice = user("a", "user", "alice");
+        p.connection_opened(1, info(1, "a"));
+        p.connection_opened(2, info(2, "a"));
+        p.connection_opened(3, info(3, "b"));
+        assert_eq!(p.user_joined(1, alice.clone()), 1);
+        assert_eq!(p.user_joined(2, alice.clone()), 2);
+        assert_eq!(p.user_joined(2, alice.clone()), 2, "idempotent");
+        p.user_joined(3, user("b", "user", "alice"));
+        assert!(p.is_online(&alice));
+        assert_eq!(p.online_users("a", None), vec![alice.clone()]);
+        assert_eq!(p.online_users("a", Some("staff")), vec![]);
+        assert_eq!(p.counts(Some("a")), (2, 2));
+        assert_eq!(p.counts(None), (3, 3));
+        p.connection_closed(1);
+        assert!(p.is_online(&alice));
+        p.connection_closed(2);
+        assert!(!p.is_online(&alice), "offline after the last connection");
+        assert!(
+            p.is_online(&user("b", "user", "alice")),
+            "apps are separate"
+        );
+        assert_eq!(p.connection(3).unwrap().user.unwrap().app.as_ref(), "b");
+    }
+
+    #[test]
+    fn topics_track_subscribers() {
+        let p = Presence::default();
+        let t: Arc<str> = "a|chat:1".into();
+        p.subscribed(&t, 5);
+        p.subscribed(&t, 4);
+        assert_eq!(p.topic_subscribers("a|chat:1"), vec![4, 5]);
+        p.unsubscribed("a|chat:1", 4);
+        p.unsubscribed("a|chat:1", 5);
+        assert!(p.topic_subscribers("a|chat:1").is_empty());
+    }
+}
