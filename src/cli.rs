@@ -1,8 +1,12 @@
-//! Command line: `ringcast` (no arguments = dev server on 127.0.0.1:8080) and
-//! `ringcast serve [--dev] [--listen ADDR] [--shards N] ...`.
-use crate::config::Config;
+//! Command line: `ringcast` (no arguments = dev server on 127.0.0.1:8080),
+//! `ringcast serve [--dev] [--config FILE] [flags]`, `ringcast init`,
+//! `ringcast check-config FILE`, `ringcast token --sub USER`.
+use crate::app::App;
+use crate::config::{file, Config};
+use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 #[derive(Parser, Debug)]
@@ -16,6 +20,15 @@ pub struct Cli {
 pub enum Command {
     /// Run the server.
     Serve(ServeArgs),
+    /// Write a commented example config with fresh secrets (stdout, or --output FILE).
+    Init {
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
+    /// Validate a config file and explain every problem.
+    CheckConfig { file: PathBuf },
+    /// Mint an HS256 token for the configured secret (a dev helper).
+    Token(TokenArgs),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -23,15 +36,34 @@ pub struct ServeArgs {
     /// Dev mode: anonymous connections, client publish, demo page at `/`, `/echo`.
     #[arg(long, env = "RINGCAST_DEV")]
     pub dev: bool,
-    /// Address to listen on (every shard binds it with SO_REUSEPORT).
-    #[arg(long, env = "RINGCAST_LISTEN", default_value = "127.0.0.1:8080")]
-    pub listen: SocketAddr,
+    /// Config file (apps, endpoints, namespaces, limits, hooks). Flags below then
+    /// override its server settings; the app flags apply only without a file.
+    #[arg(long, short, env = "RINGCAST_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Address to listen on (every shard binds it with SO_REUSEPORT). Default 127.0.0.1:8080.
+    #[arg(long, env = "RINGCAST_LISTEN")]
+    pub listen: Option<SocketAddr>,
     /// Number of shards (default: available cores).
     #[arg(long, env = "RINGCAST_SHARDS")]
     pub shards: Option<usize>,
     /// API key required by /api/v1/ as `Authorization: apikey KEY`.
     #[arg(long, env = "RINGCAST_API_KEY")]
     pub api_key: Option<String>,
+    /// Key that acts on every app through the API.
+    #[arg(long, env = "RINGCAST_ADMIN_KEY")]
+    pub admin_key: Option<String>,
+    /// HS256 secret for client tokens.
+    #[arg(long, env = "RINGCAST_JWT_SECRET")]
+    pub jwt_secret: Option<String>,
+    /// RS256 or ES256 public key (PEM file) for client tokens.
+    #[arg(long, env = "RINGCAST_JWT_PUBLIC_KEY")]
+    pub jwt_public_key: Option<PathBuf>,
+    /// Expected `aud` claim.
+    #[arg(long, env = "RINGCAST_JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+    /// Expected `iss` claim.
+    #[arg(long, env = "RINGCAST_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
     /// Seconds between server pings.
     #[arg(long, env = "RINGCAST_PING_INTERVAL", default_value_t = 25)]
     pub ping_interval: u64,
@@ -74,29 +106,64 @@ pub struct ServeArgs {
     pub no_pin: bool,
 }
 
+#[derive(Args, Debug, Clone)]
+pub struct TokenArgs {
+    /// The user id (`sub`).
+    #[arg(long)]
+    pub sub: String,
+    #[arg(long, default_value = "user")]
+    pub user_type: String,
+    /// A role (repeatable).
+    #[arg(long = "role")]
+    pub roles: Vec<String>,
+    /// An extra topic the token may join (repeatable; `prefix*` allowed).
+    #[arg(long = "topic")]
+    pub topics: Vec<String>,
+    /// Lifetime, e.g. `1h`, `30m`.
+    #[arg(long, default_value = "1h")]
+    pub ttl: String,
+    /// Bind the token to an app (`app` claim).
+    #[arg(long)]
+    pub app: Option<String>,
+    /// HS256 secret (else the config file's app secret).
+    #[arg(long, env = "RINGCAST_JWT_SECRET")]
+    pub jwt_secret: Option<String>,
+    /// Config file to take the secret from (first HS256 secret of `--app`, or the first app).
+    #[arg(long, short, env = "RINGCAST_CONFIG")]
+    pub config: Option<PathBuf>,
+}
+
 impl ServeArgs {
     fn dev_default() -> Self {
-        ServeArgs::parse_from_env_free(true)
-    }
-
-    fn parse_from_env_free(dev: bool) -> Self {
         #[derive(Parser)]
         struct Wrapper {
             #[command(flatten)]
             args: ServeArgs,
         }
         let mut args = Wrapper::parse_from(["ringcast"]).args;
-        args.dev |= dev;
+        args.dev = true;
         args
     }
 
-    pub fn into_config(self) -> Config {
+    /// The server settings from flags alone (no file).
+    pub fn into_config(self) -> anyhow::Result<Config> {
         let d = Config::default();
-        Config {
-            listen: self.listen,
+        let jwt = file::JwtConfig {
+            hs256_secrets: self.jwt_secret.iter().cloned().collect(),
+            audience: self.jwt_audience.clone(),
+            issuer: self.jwt_issuer.clone(),
+            ..Default::default()
+        };
+        let jwt = match &self.jwt_public_key {
+            None => jwt,
+            Some(p) => with_public_key(jwt, p)?,
+        };
+        Ok(Config {
+            listen: self.listen.unwrap_or(d.listen),
             shards: self.shards.unwrap_or(d.shards).max(1),
             dev: self.dev,
             api_key: self.api_key,
+            admin_key: self.admin_key,
             ping_interval: Duration::from_secs(self.ping_interval.max(1)),
             auth_timeout: Duration::from_secs(self.auth_timeout.max(1)),
             max_outbound: self.max_outbound.max(64 * 1024),
@@ -110,14 +177,49 @@ impl ServeArgs {
             messages_per_second: self.messages_per_second.max(0.1),
             message_burst: self.message_burst.max(1.0),
             connect_attempts_per_ip_per_minute: self.connect_attempts_per_ip_per_minute.max(1),
+            jwt,
             ..d
-        }
+        })
     }
 }
 
-pub fn init_tracing() {
+/// Put a public key file into the JWT settings as RS256 or ES256, whichever it is.
+fn with_public_key(
+    mut jwt: file::JwtConfig,
+    path: &std::path::Path,
+) -> anyhow::Result<file::JwtConfig> {
+    use crate::auth::{KeySource, Verifier};
+    let pem = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    if Verifier::new(
+        vec![KeySource::Rs256PublicPem(pem.clone())],
+        Default::default(),
+    )
+    .is_ok()
+    {
+        jwt.rs256_public_key_file = Some(path.to_owned());
+    } else if Verifier::new(vec![KeySource::Es256PublicPem(pem)], Default::default()).is_ok() {
+        jwt.es256_public_key_file = Some(path.to_owned());
+    } else {
+        anyhow::bail!(
+            "{}: not an RSA (2048+ bits) or P-256 public key in PEM",
+            path.display()
+        );
+    }
+    Ok(jwt)
+}
+
+/// Logging to stdout; `RINGCAST_LOG` wins over the config file's `server.log_level`.
+pub fn init_tracing(cli: &Cli) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("RINGCAST_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let from_file = match &cli.command {
+        Some(Command::Serve(ServeArgs {
+            config: Some(p), ..
+        })) => file::load(p).ok().map(|f| f.server.log_level),
+        _ => None,
+    };
+    let filter = EnvFilter::try_from_env("RINGCAST_LOG")
+        .or_else(|_| EnvFilter::try_new(from_file.as_deref().unwrap_or("info")))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
     tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -128,7 +230,143 @@ pub fn init_tracing() {
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        None => crate::runtime::serve(ServeArgs::dev_default().into_config()),
-        Some(Command::Serve(args)) => crate::runtime::serve(args.into_config()),
+        None => crate::runtime::serve(ServeArgs::dev_default().into_config()?),
+        Some(Command::Serve(args)) => serve(args),
+        Some(Command::Init { output }) => init(output),
+        Some(Command::CheckConfig { file }) => check_config(&file),
+        Some(Command::Token(args)) => token(args),
     }
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let Some(path) = args.config.clone() else {
+        return crate::runtime::serve(args.into_config()?);
+    };
+    let fc = load_checked(&path)?;
+    if let Some(a) = &fc.server.admin_listen {
+        anyhow::bail!("server.admin_listen ({a}) is not supported yet; remove it to serve the API on `listen`");
+    }
+    if fc.server.redis.is_some() {
+        anyhow::bail!("server.redis: the Redis broker is not available in this version yet; remove it to run a single node");
+    }
+    let mut config = Config {
+        listen: fc
+            .server
+            .listen
+            .parse()
+            .with_context(|| format!("server.listen `{}`", fc.server.listen))?,
+        shards: if fc.server.shards == 0 {
+            Config::default().shards
+        } else {
+            fc.server.shards
+        },
+        dev: fc.server.dev,
+        admin_key: fc.server.admin_key.clone(),
+        ..args.clone().into_config()?
+    };
+    if let Some(l) = args.listen {
+        config.listen = l;
+    }
+    if let Some(s) = args.shards {
+        config.shards = s.max(1);
+    }
+    config.dev |= args.dev;
+    if args.admin_key.is_some() {
+        config.admin_key = args.admin_key;
+    }
+    let apps = fc
+        .apps
+        .iter()
+        .enumerate()
+        .map(|(i, (name, app))| App::from_config(i as u16, name, app.clone()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(anyhow::Error::msg)?;
+    tracing::info!(config = %path.display(), apps = apps.len(), "config loaded");
+    crate::runtime::serve_apps(config, apps)
+}
+
+/// Load a config file, apply `RINGCAST_*` overrides, and validate it.
+fn load_checked(path: &std::path::Path) -> anyhow::Result<file::FileConfig> {
+    let mut fc = file::load(path)?;
+    fc.apply_env(std::env::vars())?;
+    if let Err(problems) = fc.validate() {
+        let list: Vec<String> = problems.iter().map(|p| format!("  - {p}")).collect();
+        anyhow::bail!(
+            "{} has {} problem(s):\n{}",
+            path.display(),
+            problems.len(),
+            list.join("\n")
+        );
+    }
+    if fc.apps.len() > usize::from(u16::MAX) {
+        anyhow::bail!("too many apps");
+    }
+    Ok(fc)
+}
+
+fn check_config(path: &std::path::Path) -> anyhow::Result<()> {
+    let fc = load_checked(path)?;
+    for (i, (name, app)) in fc.apps.iter().enumerate() {
+        App::from_config(i as u16, name, app.clone()).map_err(anyhow::Error::msg)?;
+    }
+    println!("{}: OK ({} app(s))", path.display(), fc.apps.len());
+    Ok(())
+}
+
+fn init(output: Option<PathBuf>) -> anyhow::Result<()> {
+    let mut secret = || {
+        use base64::Engine as _;
+        let bytes: [u8; 32] = rand::random();
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    };
+    let text = file::example(&mut secret);
+    match output {
+        Some(p) => {
+            if p.exists() {
+                anyhow::bail!("{} exists; not overwriting it", p.display());
+            }
+            std::fs::write(&p, text).with_context(|| format!("writing {}", p.display()))?;
+            eprintln!(
+                "wrote {}; run `ringcast serve --config {}`",
+                p.display(),
+                p.display()
+            );
+        }
+        None => print!("{text}"),
+    }
+    Ok(())
+}
+
+fn token(args: TokenArgs) -> anyhow::Result<()> {
+    let secret = match (&args.jwt_secret, &args.config) {
+        (Some(s), _) => s.clone(),
+        (None, Some(path)) => {
+            let fc = load_checked(path)?;
+            let app = match &args.app {
+                Some(a) => fc
+                    .apps
+                    .get(a)
+                    .with_context(|| format!("no app `{a}` in {}", path.display()))?,
+                None => fc.apps.values().next().context("the config has no apps")?,
+            };
+            app.jwt
+                .hs256_secrets
+                .first()
+                .cloned()
+                .context("that app has no HS256 secret")?
+        }
+        (None, None) => anyhow::bail!("give --jwt-secret (or RINGCAST_JWT_SECRET) or --config"),
+    };
+    let ttl = file::parse_duration(&args.ttl).map_err(anyhow::Error::msg)?;
+    let t = crate::auth::mint_hs256(
+        secret.as_bytes(),
+        &args.sub,
+        &args.user_type,
+        &args.roles,
+        &args.topics,
+        args.app.as_deref(),
+        ttl,
+    )?;
+    println!("{t}");
+    Ok(())
 }

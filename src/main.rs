@@ -6,6 +6,6 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> anyhow::Result<()> {
     let cli = ringcast::cli::Cli::parse();
-    ringcast::cli::init_tracing();
+    ringcast::cli::init_tracing(&cli);
     ringcast::cli::run(cli)
 }

@@ -1,5 +1,7 @@
 //! Server settings. Built once from the command line (and `RINGCAST_*` environment
 //! variables through clap) and shared read-only by every shard behind an `Arc`.
+pub mod file;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -48,6 +50,8 @@ pub struct Config {
     pub message_burst: f64,
     /// WebSocket upgrade attempts per minute from one IP address (429 beyond).
     pub connect_attempts_per_ip_per_minute: u32,
+    /// JWT keys for the flag-configured app.
+    pub jwt: file::JwtConfig,
 }
 
 impl Default for Config {
@@ -74,6 +78,7 @@ impl Default for Config {
             messages_per_second: 50.0,
             message_burst: 100.0,
             connect_attempts_per_ip_per_minute: 6000,
+            jwt: Default::default(),
         }
     }
 }

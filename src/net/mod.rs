@@ -129,8 +129,8 @@ fn find_endpoint(shard: &Rc<Shard>, path: &str) -> Option<(Endpoint, Vec<(String
         return Some((Endpoint::Echo, Vec::new()));
     }
     shard.global.apps.iter().find_map(|app| {
-        app.endpoints.iter().enumerate().find_map(|(i, ep)| {
-            let params = crate::app::match_path(&ep.path, path)?;
+        app.endpoints().iter().enumerate().find_map(|(i, ep)| {
+            let params = ep.match_path(path)?;
             Some((
                 Endpoint::Protocol {
                     app: app.index,
@@ -161,23 +161,15 @@ fn upgrade_allowed(
         return Ok(());
     };
     let app = &shard.global.apps[app as usize];
-    let ep = &app.endpoints[endpoint as usize];
-    if !ep.allowed_origins.is_empty() {
-        // Browsers always send Origin; a request without one is not from a web page.
-        if let Some(origin) = req.header_str("origin") {
-            if !ep
-                .allowed_origins
-                .iter()
-                .any(|o| o.eq_ignore_ascii_case(origin))
-            {
-                return Err(Response::error(403, "origin not allowed"));
-            }
-        }
+    let ep = &app.endpoints()[endpoint as usize];
+    // Browsers always send Origin; a request without one is not from a web page.
+    if !ep.origin_allowed(req.header_str("origin")) {
+        return Err(Response::error(403, "origin not allowed"));
     }
     if !shard
         .global
         .attempts
-        .allow(peer.ip(), app.limits.connect_attempts_per_ip_per_minute)
+        .allow(peer.ip(), app.limits().connect_attempts_per_ip_per_minute)
     {
         return Err(
             Response::error(429, "too many connection attempts; retry later")

@@ -36,7 +36,7 @@ impl TokenBucket {
     pub fn new(shard: &Shard, endpoint: Endpoint) -> Self {
         let (rate, burst) = match endpoint {
             Endpoint::Protocol { app, .. } => {
-                let l = &shard.global.apps[app as usize].limits;
+                let l = shard.global.apps[app as usize].limits();
                 (l.messages_per_second as f32, l.message_burst as f32)
             }
             Endpoint::Echo => (f32::INFINITY, f32::INFINITY),
@@ -100,7 +100,7 @@ impl Conn {
             return;
         };
         let app = self.app();
-        let ep = &app.endpoints[endpoint as usize];
+        let ep = &app.endpoints()[endpoint as usize];
         self.shard.global.presence.connection_opened(
             self.h.id,
             ConnInfo {
@@ -192,7 +192,8 @@ impl Conn {
         let topic = user_topic(&identity.user_type, &user_id);
         *self.h.identity.borrow_mut() = Some(identity);
         self.h.needs_auth.set(false);
-        if count > self.app().limits.max_connections_per_user {
+        if count > self.app().limits().max_connections_per_user as usize {
+            self.shard.global.presence.user_refused(self.h.id);
             self.start_close(
                 close_code::TOO_MANY_CONNECTIONS,
                 "too many connections for this user",
@@ -278,7 +279,7 @@ impl Conn {
                 {
                     return self.error(code::FORBIDDEN, "a user topic is only for its user", id);
                 }
-                if self.h.subs.borrow().len() >= self.app().limits.max_subscriptions {
+                if self.h.subs.borrow().len() >= self.app().limits().max_subscriptions as usize {
                     return self.error(
                         code::TOO_MANY_SUBSCRIPTIONS,
                         "subscription limit reached",

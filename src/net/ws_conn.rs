@@ -88,9 +88,10 @@ pub fn start(shard: Rc<Shard>, stream: TcpStream, early: BytesMut, accepted: Acc
         remote,
     } = accepted;
     let (app, max_out) = match endpoint {
-        Endpoint::Protocol { app, .. } => {
-            (app, shard.global.apps[app as usize].limits.max_outbound)
-        }
+        Endpoint::Protocol { app, .. } => (
+            app,
+            shard.global.apps[app as usize].limits().outbound_queue as usize,
+        ),
         // An echo connection queues what it receives: room for a maximal message and its echo.
         Endpoint::Echo => (0, 4 * shard.config().echo_max_message),
     };
@@ -162,7 +163,9 @@ impl Conn {
     fn limits(&self) -> ws::Limits {
         let max = match self.endpoint {
             Endpoint::Protocol { app, .. } => {
-                self.shard.global.apps[app as usize].limits.max_message
+                self.shard.global.apps[app as usize]
+                    .limits()
+                    .max_message_size as usize
             }
             Endpoint::Echo => self.shard.config().echo_max_message,
         };

@@ -109,14 +109,33 @@ impl Presence {
             .is_some_and(|l| !l.is_empty())
     }
 
+    /// Undo [`user_joined`](Self::user_joined) for a connection refused as a user
+    /// (over the per-user limit); it stays known as a connection until it closes.
+    pub fn user_refused(&self, id: u64) {
+        let user = self
+            .conns
+            .lock(&id)
+            .get_mut(&id)
+            .and_then(|i| i.user.take());
+        if let Some(user) = user {
+            self.forget_user_conn(&user, id);
+        }
+    }
+
     pub fn connection_closed(&self, id: u64) {
         let info = self.conns.lock(&id).remove(&id);
         if let Some(user) = info.and_then(|i| i.user) {
-            let mut users = self.users.lock(&user);
-            if let Some(list) = users.get_mut(&user) {
+            self.forget_user_conn(&user, id);
+        }
+    }
+
+    fn forget_user_conn(&self, user: &UserKey, id: u64) {
+        {
+            let mut users = self.users.lock(user);
+            if let Some(list) = users.get_mut(user) {
                 list.retain(|&c| c != id);
                 if list.is_empty() {
-                    users.remove(&user);
+                    users.remove(user);
                 }
             }
         }

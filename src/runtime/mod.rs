@@ -74,7 +74,7 @@ pub fn bind_listeners(addr: SocketAddr, n: usize) -> anyhow::Result<Vec<TcpListe
 
 /// Run the server with the one app the flags describe.
 pub fn serve(config: Config) -> anyhow::Result<()> {
-    let apps = vec![App::from_flags(&config)];
+    let apps = vec![App::from_flags(&config).map_err(anyhow::Error::msg)?];
     serve_apps(config, apps)
 }
 

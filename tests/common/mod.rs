@@ -106,9 +106,24 @@ impl Server {
 
     /// One HTTP/1.1 request with `Connection: close`; returns (status, body).
     pub async fn http(&self, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
+        self.http_with(method, path, body, &[]).await
+    }
+
+    /// Like [`http`](Self::http) with extra headers.
+    pub async fn http_with(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+        headers: &[(&str, &str)],
+    ) -> (u16, String) {
         let body = body.unwrap_or("");
+        let extra: String = headers
+            .iter()
+            .map(|(n, v)| format!("{n}: {v}\r\n"))
+            .collect();
         let req = format!(
-            "{method} {path} HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            "{method} {path} HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{extra}Connection: close\r\n\r\n{body}",
             body.len()
         );
         let raw = raw_exchange(self.addr, req.as_bytes()).await;
@@ -125,6 +140,46 @@ impl Server {
         let (status, body) = self.http("GET", "/api/v1/stats", None).await;
         assert_eq!(status, 200);
         serde_json::from_str(&body).unwrap()
+    }
+}
+
+/// Write `text` to a fresh file under the temp dir and return its path.
+pub fn temp_file(name: &str, text: &str) -> std::path::PathBuf {
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("ringcast-test-{}-{n}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+/// Start a server from a config file (2 shards, a free port).
+pub fn with_config(toml: &str) -> Server {
+    let p = temp_file("ringcast.toml", toml);
+    Server::start(&[
+        "serve",
+        "--config",
+        p.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+        "--shards",
+        "2",
+        "--no-pin",
+    ])
+}
+
+/// Read until the server closes; the close code (panics on anything else than a close).
+pub async fn close_code(ws: &mut Ws) -> u16 {
+    loop {
+        match tokio::time::timeout(WAIT, ws.next())
+            .await
+            .expect("closed in time")
+        {
+            Some(Ok(Message::Close(Some(f)))) => return u16::from(f.code),
+            Some(Ok(_)) => continue,
+            other => panic!("expected a close frame, got {other:?}"),
+        }
     }
 }
 
