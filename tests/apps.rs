@@ -259,7 +259,7 @@ async fn endpoint_templates_origins_and_limits() {
     // /ws/a/posts/42/ auto-subscribes post:42.
     let t = token(SA, json!({"sub": "reader"}));
     let mut ws = srv.connect(&format!("/ws/a/posts/42/?token={t}")).await;
-    let mut got = vec![recv_json(&mut ws).await, recv_json(&mut ws).await];
+    let mut got = [recv_json(&mut ws).await, recv_json(&mut ws).await];
     got.sort_by_key(|m| m["type"].as_str().unwrap().to_owned());
     assert_eq!(
         (got[0]["type"].as_str(), got[1]["topic"].as_str()),

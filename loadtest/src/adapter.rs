@@ -220,7 +220,17 @@ impl Client {
         src: Option<IpAddr>,
         user_id: Option<&str>,
     ) -> Result<Client> {
-        tokio::time::timeout(SETUP_TIMEOUT, Self::connect_inner(ep, src, user_id))
+        Self::connect_opts(ep, src, user_id, None).await
+    }
+
+    /// Like `connect`, optionally with a small socket receive buffer.
+    pub async fn connect_opts(
+        ep: &Endpoint,
+        src: Option<IpAddr>,
+        user_id: Option<&str>,
+        rcvbuf: Option<usize>,
+    ) -> Result<Client> {
+        tokio::time::timeout(SETUP_TIMEOUT, Self::connect_inner(ep, src, user_id, rcvbuf))
             .await
             .map_err(|_| anyhow!("connect timeout"))?
     }
@@ -229,8 +239,11 @@ impl Client {
         ep: &Endpoint,
         src: Option<IpAddr>,
         user_id: Option<&str>,
+        rcvbuf: Option<usize>,
     ) -> Result<Client> {
-        let tcp = net::connect(ep.addr, src).await.context("tcp connect")?;
+        let tcp = net::connect(ep.addr, src, rcvbuf)
+            .await
+            .context("tcp connect")?;
         let url = ep.ws_url(user_id);
         let (ws, _resp) = tokio_tungstenite::client_async(url, tcp)
             .await

@@ -50,6 +50,7 @@ pub struct Server {
     child: Child,
     pub pid: u32,
     pub log: PathBuf,
+    stopped: bool,
 }
 
 impl Server {
@@ -96,7 +97,12 @@ impl Server {
             .spawn()
             .with_context(|| format!("start {}", peer.name()))?;
         let pid = child.id();
-        Ok(Server { child, pid, log })
+        Ok(Server {
+            child,
+            pid,
+            log,
+            stopped: false,
+        })
     }
 
     /// Waits until the port accepts connections.
@@ -127,6 +133,9 @@ impl Server {
     }
 
     pub fn stop(&mut self) {
+        if std::mem::replace(&mut self.stopped, true) {
+            return;
+        }
         let pg = self.pid as i32;
         // SAFETY: signalling our own child's process group.
         unsafe {

@@ -53,13 +53,18 @@ pub fn default_src_ips(conns: usize) -> Vec<IpAddr> {
 }
 
 /// Connects to `dst`, binding to `src` (port chosen at connect time thanks to
-/// `IP_BIND_ADDRESS_NO_PORT`) if given.
-pub async fn connect(dst: SocketAddr, src: Option<IpAddr>) -> Result<TcpStream> {
-    let Some(src) = src else {
+/// `IP_BIND_ADDRESS_NO_PORT`) if given; `rcvbuf` sets SO_RCVBUF before the
+/// handshake (so the advertised window stays small).
+pub async fn connect(
+    dst: SocketAddr,
+    src: Option<IpAddr>,
+    rcvbuf: Option<usize>,
+) -> Result<TcpStream> {
+    if src.is_none() && rcvbuf.is_none() {
         let s = TcpStream::connect(dst).await?;
         s.set_nodelay(true)?;
         return Ok(s);
-    };
+    }
     let domain = if dst.is_ipv4() {
         Domain::IPV4
     } else {
@@ -68,11 +73,16 @@ pub async fn connect(dst: SocketAddr, src: Option<IpAddr>) -> Result<TcpStream> 
     let sock = Socket::new(domain, Type::STREAM, Some(Protocol::TCP))?;
     sock.set_nonblocking(true)?;
     sock.set_tcp_nodelay(true)?;
-    if src.is_ipv4() {
-        set_bind_no_port(&sock);
+    if let Some(n) = rcvbuf {
+        sock.set_recv_buffer_size(n)?;
     }
-    sock.bind(&SockAddr::from(SocketAddr::new(src, 0)))
-        .with_context(|| format!("bind {src}"))?;
+    if let Some(src) = src {
+        if src.is_ipv4() {
+            set_bind_no_port(&sock);
+        }
+        sock.bind(&SockAddr::from(SocketAddr::new(src, 0)))
+            .with_context(|| format!("bind {src}"))?;
+    }
     match sock.connect(&SockAddr::from(dst)) {
         Ok(()) => {}
         Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}

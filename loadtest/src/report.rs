@@ -26,11 +26,13 @@ pub struct Summary {
     pub dups: u64,
     pub late: u64,
     pub slow_subs: u64,
+    pub slow_closed_by_server: u64,
     pub latency: LatSummary,
     pub server_rss_before_kb: Option<u64>,
     pub server_rss_after_kb: Option<u64>,
     pub server_rss_per_conn_kb: Option<f64>,
     pub server_cpu_secs: Option<f64>,
+    pub client_cpu_secs: f64,
     pub errors: Vec<String>,
     pub deliveries_per_sec_timeline: Vec<u64>,
 }
@@ -66,16 +68,19 @@ pub fn summarize(o: &Outcome) -> Summary {
         publish_errors: o.driver.errors + w.publish_errors,
         publish_per_s: published as f64 / d,
         received: w.received,
-        deliveries_per_s: w.received as f64 / d,
+        // Over the time deliveries actually took when the server fell behind.
+        deliveries_per_s: w.received as f64 / d.max(w.rx_span_secs),
         lost: w.lost,
         dups: w.dups,
         late: w.late,
         slow_subs: w.slow_subs,
+        slow_closed_by_server: w.slow_closed,
         latency: w.lat.summary(),
         server_rss_before_kb: o.server.as_ref().map(|s| s.rss_before_kb),
         server_rss_after_kb: o.server.as_ref().map(|s| s.rss_after_kb),
         server_rss_per_conn_kb: rss_per_conn,
         server_cpu_secs: o.server.as_ref().map(|s| s.cpu_secs),
+        client_cpu_secs: o.client_cpu_secs,
         errors,
         deliveries_per_sec_timeline: w.timeline.per_sec.clone(),
     }
@@ -133,9 +138,10 @@ pub fn human(o: &Outcome) -> String {
         o.duration_secs,
         if s.slow_subs > 0 {
             format!(
-                ", {} slow subscribers ({:.0}%)",
+                ", {} slow subscribers ({:.0}%), {} of them closed by the server",
                 s.slow_subs,
-                o.slow_share * 100.0
+                o.slow_share * 100.0,
+                s.slow_closed_by_server
             )
         } else {
             String::new()
@@ -173,6 +179,12 @@ pub fn human(o: &Outcome) -> String {
             s.dups,
             s.late
         ));
+        if o.workers.rx_span_secs > o.duration_secs * 1.2 {
+            t.push_str(&format!(
+                "  (server fell behind: deliveries went on until {:.1}s after the start of a {:.0}s run)\n",
+                o.workers.rx_span_secs, o.duration_secs
+            ));
+        }
         t.push_str(&lat_line("publish→receive", &s.latency));
     }
     if let Some(sv) = &o.server {
@@ -187,6 +199,19 @@ pub fn human(o: &Outcome) -> String {
                 .unwrap_or_default()
         ));
     }
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    let wall = o.duration_secs.max(o.workers.rx_span_secs) + 1.0;
+    t.push_str(&format!(
+        "  load client            cpu {:.2}s ({:.0}% of {} cores){}\n",
+        s.client_cpu_secs,
+        s.client_cpu_secs * 100.0 / (wall * cores),
+        cores,
+        if s.client_cpu_secs > 0.8 * wall * cores {
+            " — client-bound: latency figures include client queuing"
+        } else {
+            ""
+        }
+    ));
     for e in s.errors.iter().take(5) {
         t.push_str(&format!("  error sample: {e}\n"));
     }
@@ -240,8 +265,10 @@ fn us(v: f64) -> String {
 }
 
 fn kib(v: f64) -> String {
-    if v >= 10240.0 {
+    if v.abs() >= 102_400.0 {
         format!("{:.0}MiB", v / 1024.0)
+    } else if v.abs() >= 1024.0 {
+        format!("{:.1}MiB", v / 1024.0)
     } else {
         format!("{v:.1}KiB")
     }
@@ -350,10 +377,24 @@ pub fn metrics(scenario: Scenario) -> Vec<Metric> {
             });
         }
     }
+    if scenario == Scenario::Slow {
+        m.push(Metric {
+            name: "slow closed",
+            higher_better: true,
+            get: |s| (s.slow_subs > 0).then_some(s.slow_closed_by_server as f64),
+            fmt: fmt_num,
+        });
+    }
     m.push(Metric {
         name: "srv cpu",
         higher_better: false,
         get: |s| s.server_cpu_secs,
+        fmt: secs,
+    });
+    m.push(Metric {
+        name: "client cpu",
+        higher_better: false,
+        get: |s| Some(s.client_cpu_secs),
         fmt: secs,
     });
     m.push(Metric {
@@ -396,7 +437,10 @@ pub fn compare_table(
                     } else {
                         vals.iter().cloned().fold(f64::MAX, f64::min)
                     };
-                    let ratio = if m.higher_better {
+                    let ratio = if m.name == "slow closed" {
+                        // A policy, not a score: no ratio.
+                        "-".to_string()
+                    } else if m.higher_better {
                         if best > 0.0 {
                             format!("{:.2}x", v / best)
                         } else {

@@ -254,6 +254,17 @@ pub fn cpu_secs(pid: u32) -> Option<f64> {
     Some((ut + st) / hz.max(1.0))
 }
 
+/// CPU seconds of a process tree, leaving out the subtree of `exclude`
+/// (the load client's own usage when it started the server itself).
+pub fn tree_cpu_excluding(pid: u32, exclude: Option<u32>) -> f64 {
+    let skip = exclude.map(tree).unwrap_or_default();
+    tree(pid)
+        .into_iter()
+        .filter(|p| !skip.contains(p))
+        .map(|p| cpu_secs(p).unwrap_or(0.0))
+        .sum()
+}
+
 /// Sum of RSS (kB) and CPU seconds over a process tree.
 pub fn tree_usage(pid: u32) -> (u64, f64) {
     let mut rss = 0;

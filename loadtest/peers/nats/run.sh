@@ -14,8 +14,6 @@ fi
 CONF="$(mktemp /tmp/nats-peer-XXXXXX.conf)"
 cat > "$CONF" <<CONF
 listen: "127.0.0.1:-1"
-max_payload: 1048576
-max_pending: 268435456
 websocket {
   listen: "127.0.0.1:${PORT}"
   no_tls: true

@@ -45,7 +45,7 @@ pub async fn worker(cfg: RunCfg, idx: usize, n: usize, ctl: Ctl) -> Result<Worke
             let m = room * k + j;
             pacer.wait().await;
             let permit = sem.clone().acquire_owned().await.expect("semaphore");
-            let (sh, done, mut stop, mut go) =
+            let (sh, done, stop, mut go) =
                 (sh.clone(), done_tx.clone(), stop_rx.clone(), go_rx.clone());
             let (ep, src, dur, pad) = (cfg.ep.clone(), cfg.src_for(m), cfg.duration, cfg.pad());
             tasks.push(tokio::spawn(async move {
@@ -81,11 +81,15 @@ pub async fn worker(cfg: RunCfg, idx: usize, n: usize, ctl: Ctl) -> Result<Worke
                 let mut next = start + offset;
                 let mut seq = 0u64;
                 let mut batch = LatBatch::default();
+                let mut last_store = 0u64;
+                let mut stop_rx = stop.clone();
+                let stopped = stop_rx.changed();
+                tokio::pin!(stopped);
                 loop {
                     let publishing = next < pub_end;
                     tokio::select! {
                         biased;
-                        _ = stop.changed() => break,
+                        _ = &mut stopped => break,
                         _ = tokio::time::sleep_until(next.into()), if publishing => {
                             let data = payload(now_micros(), seq, Some(m as u64), &pad);
                             match c.publish(&topic, &data).await {
@@ -105,7 +109,10 @@ pub async fn worker(cfg: RunCfg, idx: usize, n: usize, ctl: Ctl) -> Result<Worke
                                 }
                                 end.received += 1;
                                 sh.tick(now, 1);
-                                sh.last_rx_us.store(now, Relaxed);
+                                if now.saturating_sub(last_store) >= 20_000 {
+                                    sh.last_rx_us.fetch_max(now, Relaxed);
+                                    last_store = now;
+                                }
                             }
                             Ok(Event::Error(e)) => {
                                 sh.publish_errors.fetch_add(1, Relaxed);
@@ -123,6 +130,7 @@ pub async fn worker(cfg: RunCfg, idx: usize, n: usize, ctl: Ctl) -> Result<Worke
                     }
                 }
                 batch.flush(&sh);
+                sh.last_rx_us.fetch_max(last_store, Relaxed);
                 Some(end)
             }));
         }

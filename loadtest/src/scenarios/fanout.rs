@@ -21,6 +21,10 @@ use crate::stats::{now_micros, Hist, SeqTracker};
 
 pub const TOPIC: &str = "fanout";
 
+/// Receive buffer of slow subscribers, so that the server sees their
+/// backpressure after a few messages rather than after megabytes.
+pub const SLOW_RCVBUF: usize = 4096;
+
 /// Whether subscriber `i` is one of the slow (non-reading) ones.
 pub fn is_slow(i: usize, share: f64) -> bool {
     share > 0.0 && ((i * 7919) % 1000) < (share * 1000.0) as usize
@@ -30,13 +34,15 @@ pub fn is_slow(i: usize, share: f64) -> bool {
 pub struct SubEnd {
     pub measured: bool,
     pub tracker: Option<SeqTracker>,
+    /// Slow subscriber whose connection the server closed.
+    pub slow_closed: bool,
 }
 
 /// Reads deliveries until stopped: latency, seq tracking, timeline.
 pub async fn read_loop(
     client: &mut Client,
     sh: &Shared,
-    stop: &mut watch::Receiver<bool>,
+    stop: &watch::Receiver<bool>,
     tracker: &mut SeqTracker,
     own: Option<u64>,
 ) {
@@ -44,10 +50,16 @@ pub async fn read_loop(
     let mut received = 0u64;
     let mut sec_start = 0u64;
     let mut sec_count = 0u64;
+    let mut last_store = 0u64;
+    // One long-lived stop future: re-creating `changed()` per message would
+    // register/unregister a waiter on a Notify shared by all tasks each time.
+    let mut stop_rx = stop.clone();
+    let stopped = stop_rx.changed();
+    tokio::pin!(stopped);
     loop {
         tokio::select! {
             biased;
-            _ = stop.changed() => break,
+            _ = &mut stopped => break,
             ev = client.next_event() => match ev {
                 Ok(Event::Delivery { ts, seq, from }) => {
                     if own.is_some() && from == own {
@@ -61,7 +73,11 @@ pub async fn read_loop(
                         tracker.see(seq);
                     }
                     received += 1;
-                    sh.last_rx_us.store(now, Relaxed);
+                    // Shared cache line: update at most every 20 ms.
+                    if now.saturating_sub(last_store) >= 20_000 {
+                        sh.last_rx_us.fetch_max(now, Relaxed);
+                        last_store = now;
+                    }
                     if now.saturating_sub(sec_start) >= 1_000_000 {
                         if sec_count > 0 {
                             sh.tick(sec_start, sec_count);
@@ -84,6 +100,9 @@ pub async fn read_loop(
     }
     if sec_count > 0 {
         sh.tick(sec_start, sec_count);
+    }
+    if received > 0 && sec_start > 0 {
+        sh.last_rx_us.fetch_max(last_store, Relaxed);
     }
     batch.flush(sh);
     sh.received.fetch_add(received, Relaxed);
@@ -117,7 +136,8 @@ pub async fn connect_all(
         tasks.push(tokio::spawn(async move {
             let t = Instant::now();
             let r = async {
-                let mut c = Client::connect(&ep, src, user.as_deref()).await?;
+                let rcvbuf = slow.then_some(SLOW_RCVBUF);
+                let mut c = Client::connect_opts(&ep, src, user.as_deref(), rcvbuf).await?;
                 if let Some(topic) = topic {
                     c.subscribe(&topic).await?;
                 }
@@ -140,24 +160,34 @@ pub async fn connect_all(
                     return SubEnd {
                         measured: false,
                         tracker: None,
+                        slow_closed: false,
                     };
                 }
             };
             let _ = done.send(());
             drop(done);
             if slow {
-                // Hold the connection without reading from it.
+                // Hold the connection without reading from it; at the end,
+                // read briefly to see whether the server closed it (a server
+                // that drops slow consumers leaves little backlog behind).
                 let _ = stop.changed().await;
+                let closed = tokio::time::timeout(Duration::from_secs(1), async {
+                    while client.next_event().await.is_ok() {}
+                })
+                .await
+                .is_ok();
                 return SubEnd {
                     measured: false,
                     tracker: None,
+                    slow_closed: closed,
                 };
             }
             let mut tracker = SeqTracker::default();
-            read_loop(&mut client, &sh, &mut stop, &mut tracker, None).await;
+            read_loop(&mut client, &sh, &stop, &mut tracker, None).await;
             SubEnd {
                 measured: true,
                 tracker: Some(tracker),
+                slow_closed: false,
             }
         }));
     }
@@ -181,11 +211,13 @@ pub async fn finish(
     let mut lost = 0u64;
     let mut measured = 0u64;
     let mut slow = 0u64;
+    let mut slow_closed = 0u64;
     for t in tasks {
         match t.await {
             Ok(SubEnd {
                 measured: true,
                 tracker: Some(tr),
+                ..
             }) => {
                 measured += 1;
                 sh.distinct.fetch_add(tr.distinct, Relaxed);
@@ -195,10 +227,11 @@ pub async fn finish(
                     lost += published.saturating_sub(tr.distinct);
                 }
             }
-            Ok(_) => {
+            Ok(e) => {
                 if slow_share > 0.0 {
                     slow += 1;
                 }
+                slow_closed += e.slow_closed as u64;
             }
             Err(e) => sh.error(e),
         }
@@ -212,6 +245,7 @@ pub async fn finish(
     r.measured_subs = measured;
     // `slow` also counts failed connections; subtract those.
     r.slow_subs = slow.saturating_sub(r.connect_errors);
+    r.slow_closed = slow_closed;
     r
 }
 

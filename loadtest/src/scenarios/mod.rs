@@ -21,7 +21,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::oneshot;
 
 use crate::adapter::Endpoint;
-use crate::stats::{now_micros, tree_usage, Hist, Timeline};
+use crate::stats::{now_micros, tree_cpu_excluding, tree_usage, Hist, Timeline};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ValueEnum)]
 #[serde(rename_all = "kebab-case")]
@@ -126,11 +126,17 @@ pub struct WorkerResult {
     /// Subscribers whose latency/loss counted (excludes slow ones).
     pub measured_subs: u64,
     pub slow_subs: u64,
+    /// Slow subscribers whose connection the server had closed by the end.
+    #[serde(default)]
+    pub slow_closed: u64,
     pub disconnects: u64,
     pub published: u64,
     pub publish_errors: u64,
     pub timeline: Timeline,
     pub setup_secs: f64,
+    /// Seconds from the start of the measured phase to the last delivery.
+    #[serde(default)]
+    pub rx_span_secs: f64,
 }
 
 impl WorkerResult {
@@ -151,11 +157,13 @@ impl WorkerResult {
         self.lost += o.lost;
         self.measured_subs += o.measured_subs;
         self.slow_subs += o.slow_subs;
+        self.slow_closed += o.slow_closed;
         self.disconnects += o.disconnects;
         self.published += o.published;
         self.publish_errors += o.publish_errors;
         self.timeline.add(&o.timeline);
         self.setup_secs = self.setup_secs.max(o.setup_secs);
+        self.rx_span_secs = self.rx_span_secs.max(o.rx_span_secs);
     }
 }
 
@@ -258,6 +266,17 @@ impl Shared {
             published: self.published.load(Ordering::Relaxed),
             publish_errors: self.publish_errors.load(Ordering::Relaxed),
             timeline: Timeline { per_sec },
+            rx_span_secs: {
+                let (start, last) = (
+                    self.start_us.load(Ordering::Relaxed),
+                    self.last_rx_us.load(Ordering::Relaxed),
+                );
+                if last > start && start != u64::MAX {
+                    (last - start) as f64 / 1e6
+                } else {
+                    0.0
+                }
+            },
             ..Default::default()
         }
     }
@@ -343,6 +362,11 @@ pub struct Outcome {
     pub workers: WorkerResult,
     pub driver: DriverResult,
     pub server: Option<ServerUsage>,
+    /// CPU seconds of the load client (this process and its workers) during
+    /// the measured phase: near `cores × duration` means the client, not the
+    /// server, was the bottleneck.
+    #[serde(default)]
+    pub client_cpu_secs: f64,
     /// connections/s during setup
     pub connect_rate: f64,
     pub slow_share: f64,
@@ -561,6 +585,7 @@ pub async fn run(cfg: &RunCfg) -> Result<Outcome> {
         setup
     );
     let usage_ready = cfg.server_pid.map(tree_usage);
+    let client0 = tree_cpu_excluding(std::process::id(), cfg.server_pid);
     let start_us = now_micros() + 50_000;
     for h in hs.iter_mut() {
         h.go(GoMsg { start_us }).await?;
@@ -580,6 +605,7 @@ pub async fn run(cfg: &RunCfg) -> Result<Outcome> {
     };
     tokio::time::sleep(cfg.drain).await;
     let usage_after = cfg.server_pid.map(tree_usage);
+    let client_cpu_secs = tree_cpu_excluding(std::process::id(), cfg.server_pid) - client0;
     let mut merged = WorkerResult::default();
     for h in hs {
         let r = h
@@ -615,6 +641,7 @@ pub async fn run(cfg: &RunCfg) -> Result<Outcome> {
         driver,
         server,
         slow_share: cfg.slow_share,
+        client_cpu_secs,
     })
 }
 

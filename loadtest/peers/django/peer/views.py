@@ -1,7 +1,6 @@
 """HTTP publish API for the Channels peer."""
 import json
 
-from asgiref.sync import async_to_sync  # noqa: F401  (kept for sync callers)
 from channels.layers import get_channel_layer
 from django.http import JsonResponse
 from django.views.decorators.csrf import csrf_exempt
