@@ -56,7 +56,21 @@ pub async fn serve_connection(shard: Rc<Shard>, mut stream: TcpStream, peer: Soc
             };
             let identity = match endpoint {
                 Endpoint::Protocol { app, .. } => {
-                    identify::from_request(&shard.global, &shard.global.apps[app as usize], &req)
+                    let app = &shard.global.apps[app as usize];
+                    match identify::from_request(&shard.global, app, &req) {
+                        Some(found) => Some(found),
+                        // No credentials in the request: the app's backend may know the
+                        // user from its own session cookie.
+                        None => match identify::from_connect_hook(&shard.global, app, &req, peer)
+                            .await
+                        {
+                            Ok(found) => found.map(Ok),
+                            Err(resp) => {
+                                let _ = http::write_response(&mut stream, &resp, false).await;
+                                return;
+                            }
+                        },
+                    }
                 }
                 Endpoint::Echo => None,
             };
