@@ -46,6 +46,10 @@ subscribe = "owner"
 [[apps.a.namespaces]]
 name = "post"
 subscribe = "authenticated"
+[[apps.a.namespaces]]
+name = "room"
+subscribe = "authenticated"
+join_leave = true
 
 [apps.b]
 api_key = "key-b"
@@ -54,6 +58,7 @@ hs256_secrets = ["{SB}"]
 [apps.b.limits]
 messages_per_second = 1
 message_burst = 3
+connect_attempts_per_ip_per_minute = 6
 [[apps.b.endpoints]]
 path = "/ws/b"
 [[apps.b.namespaces]]
@@ -319,4 +324,41 @@ async fn endpoint_templates_origins_and_limits() {
         send_json(&mut chatty, json!({"type":"ping"})).await;
     }
     assert_eq!(close_code(&mut chatty).await, 4029);
+}
+
+#[tokio::test]
+async fn join_and_leave_events_where_the_namespace_wants_them() {
+    let srv = with_config(&config());
+    let mut ann = join(&srv, "/ws/a", SA, json!({"sub": "ann"})).await;
+    let mut ben = join(&srv, "/ws/a", SA, json!({"sub": "ben"})).await;
+    subscribe(&mut ann, "room:1").await;
+    subscribe(&mut ben, "room:1").await;
+    assert_eq!(
+        recv_json(&mut ann).await,
+        json!({"type":"join","topic":"room:1","user_type":"user","user_id":"ben"})
+    );
+    drop(ben);
+    assert_eq!(
+        recv_json(&mut ann).await,
+        json!({"type":"leave","topic":"room:1","user_type":"user","user_id":"ben"})
+    );
+    // No events in namespaces without join_leave.
+    subscribe(&mut ann, "chat:quiet").await;
+    let mut cal = join(&srv, "/ws/a", SA, json!({"sub": "cal"})).await;
+    subscribe(&mut cal, "chat:quiet").await;
+    expect_silence(&mut ann, Duration::from_millis(200)).await;
+}
+
+#[tokio::test]
+async fn connection_attempts_per_ip_are_limited() {
+    let srv = with_config(&config());
+    let mut ok = Vec::new();
+    for _ in 0..6 {
+        ok.push(join(&srv, "/ws/b", SB, json!({"sub": "x"})).await);
+    }
+    let req = "GET /ws/b HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+    let (status, body) = parse_response(&raw_exchange(srv.addr, req.as_bytes()).await);
+    assert_eq!(status, 429, "{body}");
+    // Other apps have their own (higher) limit.
+    let _a = join(&srv, "/ws/a", SA, json!({"sub": "y"})).await;
 }

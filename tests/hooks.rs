@@ -88,6 +88,7 @@ async fn backend(events: mpsc::UnboundedSender<(String, Value)>) -> u16 {
                             }
                         }
                         "/subscribe" => (200, json!({ "allow": v["topic"] == "private:ok" })),
+                        "/publish" => (200, json!({ "allow": v["data"]["text"] != "bad" })),
                         "/custom" => match v["message_type"].as_str() {
                             Some("echo") => {
                                 (200, json!({ "echo": v["payload"], "user": v["user"] }))
@@ -121,6 +122,7 @@ connect = "http://127.0.0.1:{port}/connect"
 disconnect = "http://127.0.0.1:{port}/disconnect"
 subscribe = "http://127.0.0.1:{port}/subscribe"
 custom = "http://127.0.0.1:{port}/custom"
+publish = "http://127.0.0.1:{port}/publish"
 timeout = "500ms"
 [[apps.main.endpoints]]
 path = "/ws"
@@ -128,6 +130,10 @@ auth = "optional"
 [[apps.main.namespaces]]
 name = "private"
 subscribe = "hook"
+[[apps.main.namespaces]]
+name = "moderated"
+subscribe = "anyone"
+publish = "hook"
 "#
     )
 }
@@ -196,6 +202,30 @@ async fn hooks_authenticate_authorize_answer_and_observe() {
     assert_eq!(
         (m["code"].as_str(), m["id"].as_i64()),
         (Some("forbidden"), Some(2))
+    );
+
+    // Publish hook: the backend moderates client messages.
+    subscribe(&mut ws, "moderated:1").await;
+    send_json(
+        &mut ws,
+        json!({"type":"publish","topic":"moderated:1","data":{"text":"bad"},"id":3}),
+    )
+    .await;
+    let m = recv_json(&mut ws).await;
+    assert_eq!(
+        (m["code"].as_str(), m["id"].as_i64()),
+        (Some("forbidden"), Some(3))
+    );
+    send_json(
+        &mut ws,
+        json!({"type":"publish","topic":"moderated:1","data":{"text":"fine"},"id":4}),
+    )
+    .await;
+    let mut got = [recv_json(&mut ws).await, recv_json(&mut ws).await];
+    got.sort_by_key(|m| m["type"].as_str().unwrap().to_owned());
+    assert_eq!(
+        (got[0]["type"].as_str(), got[1]["data"]["text"].as_str()),
+        (Some("ack"), Some("fine"))
     );
 
     // Custom messages: the backend's JSON comes back as `reply` with the request's id.

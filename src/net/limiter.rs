@@ -1,4 +1,5 @@
-//! Per-IP limit on WebSocket upgrade attempts per minute (a fixed window per address),
+//! Per-app, per-IP limit on WebSocket upgrade attempts per minute (a fixed window per
+//! app and address),
 //! checked on the connect path only. Node-wide, behind striped mutexes; the sweeper
 //! prunes finished windows so the table cannot grow without bound.
 use std::collections::HashMap;
@@ -11,23 +12,26 @@ const STRIPES: usize = 16;
 /// Most addresses tracked at once; beyond it the oldest windows are dropped early.
 const MAX_TRACKED: usize = 200_000;
 
+/// (app, address) → (minute, attempts in it).
+type Windows = HashMap<(u16, IpAddr), (u64, u32)>;
+
 #[derive(Default)]
 pub struct AttemptLimiter {
-    stripes: [Mutex<HashMap<IpAddr, (u64, u32)>>; STRIPES],
+    stripes: [Mutex<Windows>; STRIPES],
 }
 
 impl AttemptLimiter {
-    /// Count one attempt from `ip`; false when it is over `per_minute` in this minute.
-    pub fn allow(&self, ip: IpAddr, per_minute: u32) -> bool {
-        self.allow_at(ip, per_minute, minute_now())
+    /// Count one attempt from `ip` on `app`; false when it is over `per_minute` in this minute.
+    pub fn allow(&self, app: u16, ip: IpAddr, per_minute: u32) -> bool {
+        self.allow_at(app, ip, per_minute, minute_now())
     }
 
-    fn allow_at(&self, ip: IpAddr, per_minute: u32, minute: u64) -> bool {
+    fn allow_at(&self, app: u16, ip: IpAddr, per_minute: u32, minute: u64) -> bool {
         let mut m = self.stripe(&ip);
         if m.len() > MAX_TRACKED / STRIPES {
             m.retain(|_, (w, _)| *w == minute);
         }
-        let e = m.entry(ip).or_insert((minute, 0));
+        let e = m.entry((app, ip)).or_insert((minute, 0));
         if e.0 != minute {
             *e = (minute, 0);
         }
@@ -45,7 +49,7 @@ impl AttemptLimiter {
         }
     }
 
-    fn stripe(&self, ip: &IpAddr) -> std::sync::MutexGuard<'_, HashMap<IpAddr, (u64, u32)>> {
+    fn stripe(&self, ip: &IpAddr) -> std::sync::MutexGuard<'_, Windows> {
         let h = match ip {
             IpAddr::V4(v) => u32::from(*v) as usize,
             IpAddr::V6(v) => u128::from(*v) as usize,
@@ -71,10 +75,11 @@ mod tests {
         let l = AttemptLimiter::default();
         let ip: IpAddr = "10.0.0.1".parse().unwrap();
         let other: IpAddr = "10.0.0.2".parse().unwrap();
-        assert!(l.allow_at(ip, 2, 5));
-        assert!(l.allow_at(ip, 2, 5));
-        assert!(!l.allow_at(ip, 2, 5));
-        assert!(l.allow_at(other, 2, 5), "per address");
-        assert!(l.allow_at(ip, 2, 6), "new minute");
+        assert!(l.allow_at(0, ip, 2, 5));
+        assert!(l.allow_at(0, ip, 2, 5));
+        assert!(!l.allow_at(0, ip, 2, 5));
+        assert!(l.allow_at(0, other, 2, 5), "per address");
+        assert!(l.allow_at(1, ip, 2, 5), "per app");
+        assert!(l.allow_at(0, ip, 2, 6), "new minute");
     }
 }

@@ -180,11 +180,11 @@ fn upgrade_allowed(
     if !ep.origin_allowed(req.header_str("origin")) {
         return Err(Response::error(403, "origin not allowed"));
     }
-    if !shard
-        .global
-        .attempts
-        .allow(peer.ip(), app.limits().connect_attempts_per_ip_per_minute)
-    {
+    if !shard.global.attempts.allow(
+        app.index,
+        peer.ip(),
+        app.limits().connect_attempts_per_ip_per_minute,
+    ) {
         return Err(
             Response::error(429, "too many connection attempts; retry later")
                 .with_header("Retry-After", "60"),

@@ -147,10 +147,16 @@ impl Conn {
     /// The connection is gone: leave the hub and the presence registry.
     pub(super) fn closed(&mut self) {
         let shard = self.shard.clone();
+        let topics: Vec<Arc<str>> = self.h.subs.borrow().clone();
         shard
             .hub
             .borrow_mut()
             .remove_conn(&self.h, &shard.mesh, shard.counters());
+        for key in topics {
+            if let Some((_, topic)) = crate::app::unscope(&key) {
+                announce(&shard, &self.h, topic, "leave");
+            }
+        }
         shard.global.presence.connection_closed(self.h.id);
         let user = self.user_json();
         if let (Some(url), Some(user)) = (self.app().hooks.disconnect.clone(), user) {
@@ -296,13 +302,30 @@ impl Conn {
                     }
                 };
                 match decision {
-                    Some(true) => self.join(&topic, Some(server::subscribed(&topic, id))),
+                    Some(true) => {
+                        self.join(&topic, Some(server::subscribed(&topic, id)));
+                        announce(&shard, &self.h, &topic, "join");
+                    }
                     Some(false) => self.error(
                         code::FORBIDDEN,
                         "not allowed to subscribe to this topic",
                         id,
                     ),
-                    None => self.ask_subscribe(&topic, id.cloned()),
+                    None => {
+                        let (shard2, t, idc) = (shard.clone(), topic.to_string(), id.cloned());
+                        let url = self.app().hooks.subscribe.clone();
+                        self.ask(url, "subscribe", &topic, None, id.cloned(), move |h, c| {
+                            let key = shard2.global.apps[h.app as usize].scope(&t);
+                            shard2.hub.borrow_mut().subscribe(
+                                h,
+                                key,
+                                Some(server::subscribed(&t, idc.as_ref())),
+                                &shard2.mesh,
+                                c,
+                            );
+                            announce(&shard2, h, &t, "join");
+                        });
+                    }
                 }
             }
             ClientMsg::Unsubscribe { topic } => {
@@ -316,6 +339,7 @@ impl Conn {
                     .unsubscribe(&self.h, &key, &shard.mesh, c)
                 {
                     self.reply(server::unsubscribed(&topic, id));
+                    announce(&shard, &self.h, &topic, "leave");
                 } else {
                     self.error(code::NOT_SUBSCRIBED, "not subscribed to this topic", id);
                 }
@@ -334,26 +358,41 @@ impl Conn {
                         id,
                     );
                 }
-                let allowed = match self.app().namespace(&topic) {
+                let decision = match self.app().namespace(&topic) {
                     Some(ns) => self.decide(&ns.publish, &topic),
                     None => Some(false),
                 };
-                if allowed != Some(true) {
-                    return self.error(
+                let frame = server::message(server::Via::Topic(&topic), &data);
+                let key = self.app().scope(&topic);
+                match decision {
+                    Some(true) => {
+                        publish_from(&shard, &key, &frame);
+                        if let Some(id) = id {
+                            self.reply(server::ack(id));
+                        }
+                    }
+                    Some(false) => self.error(
                         code::FORBIDDEN,
                         "client publishing is not allowed on this topic",
                         id,
-                    );
-                }
-                let frame = server::message(server::Via::Topic(&topic), &data);
-                let key = self.app().scope(&topic);
-                shard.hub.borrow().publish(&key, &frame, &shard.mesh, c);
-                shard.global.broker.forward(Outbound::Topic {
-                    topic: &key,
-                    frame: &frame,
-                });
-                if let Some(id) = id {
-                    self.reply(server::ack(id));
+                    ),
+                    None => {
+                        let (shard2, idc) = (shard.clone(), id.cloned());
+                        let url = self.app().hooks.publish.clone();
+                        self.ask(
+                            url,
+                            "publish",
+                            &topic,
+                            Some(data.encode()),
+                            id.cloned(),
+                            move |h, c| {
+                                publish_from(&shard2, &key, &frame);
+                                if let Some(id) = &idc {
+                                    crate::hub::deliver(std::iter::once(h), &server::ack(id), c);
+                                }
+                            },
+                        );
+                    }
                 }
             }
             ClientMsg::Ping => {
@@ -414,53 +453,47 @@ impl Conn {
         super::identify::from_token(&self.shard.global, self.app(), token)
     }
 
-    /// Ask the app's subscribe hook whether this connection may join `topic`.
-    fn ask_subscribe(&self, topic: &str, id: Option<RequestId>) {
-        let Some(url) = self.app().hooks.subscribe.clone() else {
-            return self.error(code::FORBIDDEN, "subscriptions to this namespace need a backend decision, and no hook is configured", id.as_ref());
+    /// Ask a hook (`subscribe` or `publish`) whether this connection may act on `topic`;
+    /// `allowed` runs on this shard when the backend answers `{"allow": true}`.
+    fn ask<F>(
+        &self,
+        url: Option<Arc<str>>,
+        event: &'static str,
+        topic: &str,
+        data: Option<String>,
+        id: Option<RequestId>,
+        allowed: F,
+    ) where
+        F: FnOnce(&Rc<ConnHandle>, &crate::metrics::ShardCounters) + 'static,
+    {
+        let Some(url) = url else {
+            return self.error(
+                code::FORBIDDEN,
+                "this namespace needs a backend decision, and no hook is configured",
+                id.as_ref(),
+            );
         };
-        let body = serde_json::json!({
-            "event": "subscribe", "app": &*self.app().name, "conn_id": self.h.conn_id(),
-            "user": self.user_json(), "topic": topic,
-        })
-        .to_string();
-        let topic = topic.to_owned();
-        let shard = self.shard.clone();
+        let body = format!(
+            r#"{{"event":"{event}","app":{},"conn_id":"{}","user":{},"topic":"{topic}","data":{}}}"#,
+            serde_json::to_string(&*self.app().name).unwrap_or_default(),
+            self.h.conn_id(),
+            self.user_json().unwrap_or(serde_json::Value::Null),
+            data.as_deref().unwrap_or("null"),
+        );
         self.call_hook(url, body, move |h, c, answer| {
-            let allowed =
+            let yes =
                 matches!(&answer, Ok(v) if v.get("allow").and_then(|a| a.as_bool()) == Some(true));
-            match answer {
-                Ok(_) if allowed => {
+            let refusal = match answer {
+                Ok(_) if yes => {
                     if h.close_requested().is_none() {
-                        let key = shard.global.apps[h.app as usize].scope(&topic);
-                        shard.hub.borrow_mut().subscribe(
-                            h,
-                            key,
-                            Some(server::subscribed(&topic, id.as_ref())),
-                            &shard.mesh,
-                            c,
-                        );
+                        allowed(h, c);
                     }
+                    return;
                 }
-                Ok(_) => {
-                    crate::hub::deliver(
-                        std::iter::once(h),
-                        &server::error(
-                            code::FORBIDDEN,
-                            "the backend refused this subscription",
-                            id.as_ref(),
-                        ),
-                        c,
-                    );
-                }
-                Err(message) => {
-                    crate::hub::deliver(
-                        std::iter::once(h),
-                        &server::error(code::HOOK_FAILED, &message, id.as_ref()),
-                        c,
-                    );
-                }
-            }
+                Ok(_) => server::error(code::FORBIDDEN, "the backend refused this", id.as_ref()),
+                Err(message) => server::error(code::HOOK_FAILED, &message, id.as_ref()),
+            };
+            crate::hub::deliver(std::iter::once(h), &refusal, c);
         });
     }
 
@@ -494,4 +527,35 @@ impl Conn {
             done(&h, shard.counters(), answer);
         });
     }
+}
+
+/// Publish a client's (or hook-approved) frame on this node and to the broker.
+fn publish_from(shard: &Rc<Shard>, key: &Arc<str>, frame: &Bytes) {
+    shard
+        .hub
+        .borrow()
+        .publish(key, frame, &shard.mesh, shard.counters());
+    shard
+        .global
+        .broker
+        .forward(Outbound::Topic { topic: key, frame });
+}
+
+/// Tell a topic's subscribers that this connection's user joined or left it, when the
+/// topic's namespace has `join_leave` on (typing/"who is here" lists in chat rooms).
+fn announce(shard: &Rc<Shard>, h: &ConnHandle, topic: &str, kind: &'static str) {
+    let app = &shard.global.apps[h.app as usize];
+    if !app.namespace(topic).is_some_and(|n| n.join_leave) || topic.starts_with("user:") {
+        return;
+    }
+    let ident = h.identity.borrow();
+    let (t, u) = ident.as_ref().map_or(("anonymous", None), |i| {
+        (&*i.user_type, i.user_id.as_deref())
+    });
+    let frame = server::presence_event(kind, topic, t, u);
+    drop(ident);
+    shard
+        .hub
+        .borrow()
+        .publish(&app.scope(topic), &frame, &shard.mesh, shard.counters());
 }

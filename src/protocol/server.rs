@@ -141,6 +141,24 @@ pub fn reply(id: Option<&RequestId>, data: &simd_json::OwnedValue) -> Bytes {
     w.finish()
 }
 
+/// `{"type":"join"|"leave","topic":...,"user_type":...,"user_id":...}`.
+pub fn presence_event(kind: &str, topic: &str, user_type: &str, user_id: Option<&str>) -> Bytes {
+    let mut w = FrameWriter::with_capacity(96);
+    w.raw(br#"{"type":"#)
+        .string(kind)
+        .raw(br#","topic":"#)
+        .string(topic)
+        .raw(br#","user_type":"#)
+        .string(user_type);
+    w.raw(br#","user_id":"#);
+    match user_id {
+        Some(u) => w.string(u),
+        None => w.raw(b"null"),
+    };
+    w.raw(b"}");
+    w.finish()
+}
+
 pub fn ack(id: &RequestId) -> Bytes {
     let mut w = FrameWriter::with_capacity(32);
     w.raw(br#"{"type":"ack","id":"#)
