@@ -30,6 +30,10 @@ allowed_origins = ["https://a.example"]
 [[apps.a.endpoints]]
 path = "/ws/a/posts/{{post_id}}/"
 subscribe = ["post:{{post_id}}"]
+[[apps.a.endpoints]]
+path = "/ws/a/status"
+auth = "none"
+subscribe = ["public:status"]
 [[apps.a.namespaces]]
 name = "chat"
 subscribe = "authenticated"
@@ -46,6 +50,9 @@ subscribe = "owner"
 [[apps.a.namespaces]]
 name = "post"
 subscribe = "authenticated"
+[[apps.a.namespaces]]
+name = "public"
+subscribe = "anyone"
 [[apps.a.namespaces]]
 name = "room"
 subscribe = "authenticated"
@@ -361,4 +368,31 @@ async fn connection_attempts_per_ip_are_limited() {
     assert_eq!(status, 429, "{body}");
     // Other apps have their own (higher) limit.
     let _a = join(&srv, "/ws/a", SA, json!({"sub": "y"})).await;
+}
+
+#[tokio::test]
+async fn public_endpoint_beside_authenticated_ones() {
+    let srv = with_config(&config());
+    // A public status stream: no token, anonymous, auto-subscribed.
+    let mut status = srv.connect("/ws/a/status").await;
+    let mut got = [recv_json(&mut status).await, recv_json(&mut status).await];
+    got.sort_by_key(|m| m["type"].as_str().unwrap().to_owned());
+    assert_eq!(
+        (got[0]["user_type"].as_str(), got[1]["topic"].as_str()),
+        (Some("anonymous"), Some("public:status"))
+    );
+    api(
+        &srv,
+        "key-a",
+        "POST",
+        "/api/v1/publish",
+        Some(r#"{"topic":"public:status","data":"all good"}"#),
+    )
+    .await;
+    assert_eq!(recv_json(&mut status).await["data"], "all good");
+    // The app's main endpoint still requires a token.
+    let mut ws = srv.connect("/ws/a").await;
+    assert_eq!(recv_json(&mut ws).await["type"], "auth_required");
+    send_json(&mut ws, json!({"type":"subscribe","topic":"public:status"})).await;
+    assert_eq!(recv_json(&mut ws).await["code"], "not_authenticated");
 }
