@@ -98,8 +98,9 @@ pub struct ServeArgs {
     /// Client message burst per connection (token bucket size).
     #[arg(long, env = "RINGCAST_MESSAGE_BURST", default_value_t = 100.0)]
     pub message_burst: f64,
-    /// WebSocket upgrade attempts per minute from one IP (HTTP 429 beyond).
-    #[arg(long, env = "RINGCAST_CONNECT_RATE_PER_IP", default_value_t = 6000)]
+    /// WebSocket upgrade attempts per minute from one IP (HTTP 429 beyond; 0 = no limit).
+    /// Behind a proxy every client shares the proxy's address: leave it 0 there.
+    #[arg(long, env = "RINGCAST_CONNECT_RATE_PER_IP", default_value_t = 0)]
     pub connect_attempts_per_ip_per_minute: u32,
     /// Do not pin shard threads to cores.
     #[arg(long, env = "RINGCAST_NO_PIN")]
@@ -176,7 +177,7 @@ impl ServeArgs {
             max_connections_per_user: self.max_connections_per_user.max(1),
             messages_per_second: self.messages_per_second.max(0.1),
             message_burst: self.message_burst.max(1.0),
-            connect_attempts_per_ip_per_minute: self.connect_attempts_per_ip_per_minute.max(1),
+            connect_attempts_per_ip_per_minute: self.connect_attempts_per_ip_per_minute,
             jwt,
             ..d
         })

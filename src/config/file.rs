@@ -152,7 +152,8 @@ pub struct Limits {
     /// Default `1MiB`.
     #[serde(deserialize_with = "de_size")]
     pub outbound_queue: u64,
-    /// Connection attempts one IP address may make per minute. Default 600.
+    /// Connection attempts one IP address may make per minute; 0 = no limit (use 0 behind
+    /// a proxy or load balancer, where every client shares its address). Default 600.
     pub connect_attempts_per_ip_per_minute: u32,
 }
 
@@ -1188,10 +1189,6 @@ impl FileConfig {
             ("messages_per_second", u64::from(l.messages_per_second)),
             ("message_burst", u64::from(l.message_burst)),
             ("outbound_queue", l.outbound_queue),
-            (
-                "connect_attempts_per_ip_per_minute",
-                u64::from(l.connect_attempts_per_ip_per_minute),
-            ),
         ] {
             if v == 0 {
                 p.add(
@@ -1633,7 +1630,8 @@ messages_per_second = 20
 message_burst = 40
 # Bytes queued to a connection before it is closed as too slow. Default "1MiB".
 outbound_queue = "1MiB"
-# Connection attempts per IP address per minute. Default 600.
+# Connection attempts per IP address per minute; 0 = no limit (set 0 behind a proxy or
+# load balancer: every client then shares its address). Default 600.
 connect_attempts_per_ip_per_minute = 600
 
 [apps.main.hooks]

@@ -617,7 +617,7 @@ fn required_auth_with_public_key_only() {
 #[test]
 fn zero_limits() {
     type Zero = fn(&mut Limits);
-    let fields: [(&str, Zero); 7] = [
+    let fields: [(&str, Zero); 6] = [
         ("max_connections_per_user", |l| {
             l.max_connections_per_user = 0
         }),
@@ -626,15 +626,16 @@ fn zero_limits() {
         ("messages_per_second", |l| l.messages_per_second = 0),
         ("message_burst", |l| l.message_burst = 0),
         ("outbound_queue", |l| l.outbound_queue = 0),
-        ("connect_attempts_per_ip_per_minute", |l| {
-            l.connect_attempts_per_ip_per_minute = 0
-        }),
     ];
     for (key, zero) in fields {
         let mut cfg = base();
         zero(&mut app(&mut cfg).limits);
         assert_one(&cfg, &format!("apps.main.limits.{key}"), "at least 1");
     }
+    // 0 attempts per IP means "no limit" (behind a proxy), not "refuse everything".
+    let mut cfg = base();
+    app(&mut cfg).limits.connect_attempts_per_ip_per_minute = 0;
+    assert!(cfg.validate().is_ok());
     let mut cfg = base();
     app(&mut cfg).limits = Limits {
         max_connections_per_user: 1,

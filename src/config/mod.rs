@@ -77,7 +77,7 @@ impl Default for Config {
             max_connections_per_user: 100,
             messages_per_second: 50.0,
             message_burst: 100.0,
-            connect_attempts_per_ip_per_minute: 6000,
+            connect_attempts_per_ip_per_minute: 0,
             jwt: Default::default(),
         }
     }

@@ -21,9 +21,10 @@ pub struct AttemptLimiter {
 }
 
 impl AttemptLimiter {
-    /// Count one attempt from `ip` on `app`; false when it is over `per_minute` in this minute.
+    /// Count one attempt from `ip` on `app`; false when it is over `per_minute` in this
+    /// minute. `per_minute == 0` means no limit (and nothing is tracked).
     pub fn allow(&self, app: u16, ip: IpAddr, per_minute: u32) -> bool {
-        self.allow_at(app, ip, per_minute, minute_now())
+        per_minute == 0 || self.allow_at(app, ip, per_minute, minute_now())
     }
 
     fn allow_at(&self, app: u16, ip: IpAddr, per_minute: u32, minute: u64) -> bool {
