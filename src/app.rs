@@ -101,7 +101,7 @@ impl App {
                 name: String::new(),
                 subscribe,
                 publish,
-                presence: false,
+                presence: true,
                 join_leave: false,
                 history_size: 0,
                 history_ttl: Duration::from_secs(3600),

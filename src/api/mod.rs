@@ -456,7 +456,7 @@ pub fn execute(
         Command::OnlineUsers { user_type } => {
             let users: Vec<_> = g
                 .presence
-                .online_users(&app.name, user_type)
+                .online_users(app.index, user_type)
                 .into_iter()
                 .map(|u| serde_json::json!({ "user_type": &*u.user_type, "user_id": &*u.user_id }))
                 .collect();
@@ -467,8 +467,7 @@ pub fn execute(
                 .presence
                 .user_connections(&user_key(app, user_type, user_id))
                 .into_iter()
-                .filter_map(|id| g.presence.connection(id))
-                .map(|i| info_json(&i))
+                .filter_map(|id| g.presence.connection(id).map(|i| info_json(g, id, &i)))
                 .collect();
             serde_json::json!({ "connections": infos })
         }
@@ -478,17 +477,20 @@ pub fn execute(
                 .presence
                 .connection(id)
                 .ok_or_else(|| ApiError::new(404, "no such connection"))?;
-            info_json(&info)
+            info_json(g, id, &info)
         }
         Command::TopicSubscribers { topic } => {
+            if !app.namespace(topic).is_some_and(|n| n.presence) {
+                return Err(ApiError::invalid("presence is off for this topic's namespace (set `presence = true` to list subscribers)"));
+            }
             let ids = g.presence.topic_subscribers(&app.scope(topic));
             let subs: Vec<_> = ids
                 .iter()
-                .filter_map(|&id| g.presence.connection(id))
-                .map(|i| {
+                .filter_map(|&id| g.presence.connection(id).map(|i| (id, i)))
+                .map(|(id, i)| {
                     let u = i.user.as_ref();
                     serde_json::json!({
-                        "conn_id": i.conn_id,
+                        "conn_id": crate::hub::conn::format_conn_id(id),
                         "user_type": u.map(|u| &*u.user_type),
                         "user_id": u.map(|u| &*u.user_id),
                     })
@@ -530,7 +532,7 @@ pub fn execute(
 
 fn user_key(app: &App, user_type: &str, user_id: &str) -> UserKey {
     UserKey {
-        app: app.name.clone(),
+        app: app.index,
         user_type: user_type.into(),
         user_id: user_id.into(),
     }
@@ -540,7 +542,7 @@ fn user_key(app: &App, user_type: &str, user_id: &str) -> UserKey {
 fn own_connection(shard: &Rc<Shard>, app: &App, conn_id: &str) -> Result<u64, ApiError> {
     let id = parse_conn_id(conn_id).ok_or_else(|| ApiError::invalid("invalid `conn_id`"))?;
     match shard.global.presence.connection(id) {
-        Some(info) if info.app == app.name => Ok(id),
+        Some(info) if info.app == app.index => Ok(id),
         _ => Err(ApiError::new(404, "no such connection")),
     }
 }
@@ -566,12 +568,13 @@ fn to_connection(shard: &Rc<Shard>, id: u64, msg: ShardMsg) {
     }
 }
 
-fn info_json(i: &ConnInfo) -> serde_json::Value {
+fn info_json(g: &crate::runtime::Global, id: u64, i: &ConnInfo) -> serde_json::Value {
     let u = i.user.as_ref();
+    let app = g.apps.get(usize::from(i.app));
     serde_json::json!({
-        "conn_id": i.conn_id,
-        "app": &*i.app,
-        "endpoint": &*i.endpoint,
+        "conn_id": crate::hub::conn::format_conn_id(id),
+        "app": app.map(|a| &*a.name),
+        "endpoint": app.and_then(|a| a.endpoints().get(usize::from(i.endpoint))).map(|e| e.path.as_str()),
         "user_type": u.map(|u| &*u.user_type),
         "user_id": u.map(|u| &*u.user_id),
         "connected_at": i.connected_at,
@@ -628,7 +631,7 @@ fn batch(shard: &Rc<Shard>, caller: Caller<'_>, req: &Request) -> Result<Respons
 fn stats(shard: &Rc<Shard>, app: &App, admin: bool) -> serde_json::Value {
     let g = &shard.global;
     let get = ShardCounters::get;
-    let (conns, authed) = g.presence.counts(Some(&app.name));
+    let (conns, authed) = g.presence.counts(Some(app.index));
     let mut body = serde_json::json!({
         "app": &*app.name,
         "app_connections": conns,

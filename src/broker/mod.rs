@@ -5,8 +5,10 @@
 //! handed to the broker, and the node tells the broker when it gains its first (or loses
 //! its last) subscriber of a topic so the broker follows interest. The embedded
 //! [`memory::MemoryBroker`] serves a single node: there is no one else to tell, so it
-//! forwards nothing. The Redis broker implements the same trait for a fleet.
+//! forwards nothing. [`redis`] holds the batched, reconnecting Redis link that the Redis
+//! broker (implementing the same trait for a fleet) is being built on.
 pub mod memory;
+pub mod redis;
 
 use bytes::Bytes;
 

@@ -188,11 +188,14 @@ impl Hub {
     }
 
     /// Join `topic`; `ready` is queued to the connection once it is a member.
+    /// `track`: also record the membership in the presence registry (namespaces with
+    /// `presence` on), so the API can list the topic's subscribers.
     pub fn subscribe(
         &mut self,
         h: &Rc<ConnHandle>,
         topic: Arc<str>,
         ready: Option<Bytes>,
+        track: bool,
         mesh: &Rc<Mesh>,
         c: &ShardCounters,
     ) -> Joined {
@@ -208,7 +211,9 @@ impl Hub {
             return Joined::Already;
         }
         h.subs.borrow_mut().push(topic.clone());
-        self.presence.subscribed(&topic, h.id);
+        if track {
+            self.presence.subscribed(&topic, h.id);
+        }
         ShardCounters::add(&c.subscriptions, 1);
         let others = mesh.shards() - 1;
         match self.topics.get_mut(&topic) {

@@ -104,11 +104,10 @@ impl Conn {
         self.shard.global.presence.connection_opened(
             self.h.id,
             ConnInfo {
-                conn_id: self.h.conn_id(),
-                app: app.name.clone(),
-                endpoint: ep.path.as_str().into(),
+                app: app.index,
+                endpoint,
                 user: None,
-                connected_at: crate::hooks::unix_secs(),
+                connected_at: crate::hooks::unix_secs() as u32,
                 remote,
             },
         );
@@ -189,7 +188,7 @@ impl Conn {
     fn become_user(&mut self, identity: Identity) {
         let user_id = identity.user_id.as_deref().unwrap_or_default().to_owned();
         let key = UserKey {
-            app: self.app().name.clone(),
+            app: self.app().index,
             user_type: identity.user_type.clone(),
             user_id: user_id.as_str().into(),
         };
@@ -211,12 +210,7 @@ impl Conn {
 
     /// Join `topic` of this connection's app; `ready` is queued once membership is live.
     fn join(&self, topic: &str, ready: Option<Bytes>) {
-        let shard = self.shard.clone();
-        let key = self.app().scope(topic);
-        shard
-            .hub
-            .borrow_mut()
-            .subscribe(&self.h, key, ready, &shard.mesh, shard.counters());
+        join_topic(&self.shard, &self.h, topic, ready);
     }
 
     fn personal_topic(&self) -> Option<String> {
@@ -315,14 +309,8 @@ impl Conn {
                         let (shard2, t, idc) = (shard.clone(), topic.to_string(), id.cloned());
                         let url = self.app().hooks.subscribe.clone();
                         self.ask(url, "subscribe", &topic, None, id.cloned(), move |h, c| {
-                            let key = shard2.global.apps[h.app as usize].scope(&t);
-                            shard2.hub.borrow_mut().subscribe(
-                                h,
-                                key,
-                                Some(server::subscribed(&t, idc.as_ref())),
-                                &shard2.mesh,
-                                c,
-                            );
+                            let _ = c;
+                            join_topic(&shard2, h, &t, Some(server::subscribed(&t, idc.as_ref())));
                             announce(&shard2, h, &t, "join");
                         });
                     }
@@ -558,4 +546,16 @@ fn announce(shard: &Rc<Shard>, h: &ConnHandle, topic: &str, kind: &'static str) 
         .hub
         .borrow()
         .publish(&app.scope(topic), &frame, &shard.mesh, shard.counters());
+}
+
+/// Join `topic` of the connection's app; the registry tracks it when the topic's
+/// namespace has `presence` on (never the personal topic: the user map covers it).
+fn join_topic(shard: &Rc<Shard>, h: &Rc<ConnHandle>, topic: &str, ready: Option<Bytes>) {
+    let app = &shard.global.apps[h.app as usize];
+    let track = !topic.starts_with("user:") && app.namespace(topic).is_some_and(|n| n.presence);
+    let key = app.scope(topic);
+    shard
+        .hub
+        .borrow_mut()
+        .subscribe(h, key, ready, track, &shard.mesh, shard.counters());
 }

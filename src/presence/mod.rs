@@ -15,23 +15,24 @@ use std::sync::{Arc, Mutex, MutexGuard};
 /// Lock stripes per map: enough that shards rarely meet on one.
 const STRIPES: usize = 16;
 
-/// A user within an app.
+/// A user within an app (by app index).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct UserKey {
-    pub app: Arc<str>,
+    pub app: u16,
     pub user_type: Box<str>,
     pub user_id: Box<str>,
 }
 
-/// What is known of one connection.
+/// What is known of one connection. Kept small: one per connection on the node.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConnInfo {
-    pub conn_id: String,
-    pub app: Arc<str>,
-    pub endpoint: Arc<str>,
-    pub user: Option<UserKey>,
+    /// App index.
+    pub app: u16,
+    /// Endpoint index within the app.
+    pub endpoint: u16,
     /// Unix seconds.
-    pub connected_at: u64,
+    pub connected_at: u32,
+    pub user: Option<UserKey>,
     pub remote: SocketAddr,
 }
 
@@ -175,13 +176,13 @@ impl Presence {
     }
 
     /// Online users of an app, optionally of one user type, sorted.
-    pub fn online_users(&self, app: &str, user_type: Option<&str>) -> Vec<UserKey> {
+    pub fn online_users(&self, app: u16, user_type: Option<&str>) -> Vec<UserKey> {
         let mut out: Vec<UserKey> = self
             .users
             .all()
             .flat_map(|m| {
                 m.keys()
-                    .filter(|u| &*u.app == app && user_type.is_none_or(|t| &*u.user_type == t))
+                    .filter(|u| u.app == app && user_type.is_none_or(|t| &*u.user_type == t))
                     .cloned()
                     .collect::<Vec<_>>()
             })
@@ -191,11 +192,11 @@ impl Presence {
     }
 
     /// Connections of an app (all apps when `None`), and how many are authenticated.
-    pub fn counts(&self, app: Option<&str>) -> (usize, usize) {
+    pub fn counts(&self, app: Option<u16>) -> (usize, usize) {
         let mut total = 0;
         let mut authed = 0;
         for m in self.conns.all() {
-            for info in m.values().filter(|i| app.is_none_or(|a| &*i.app == a)) {
+            for info in m.values().filter(|i| app.is_none_or(|a| i.app == a)) {
                 total += 1;
                 authed += info.user.is_some() as usize;
             }
@@ -208,19 +209,18 @@ impl Presence {
 mod tests {
     use super::*;
 
-    fn user(app: &str, t: &str, id: &str) -> UserKey {
+    fn user(app: u16, t: &str, id: &str) -> UserKey {
         UserKey {
-            app: app.into(),
+            app,
             user_type: t.into(),
             user_id: id.into(),
         }
     }
 
-    fn info(id: u64, app: &str) -> ConnInfo {
+    fn info(app: u16) -> ConnInfo {
         ConnInfo {
-            conn_id: format!("0-{id}"),
-            app: app.into(),
-            endpoint: "/ws".into(),
+            app,
+            endpoint: 0,
             user: None,
             connected_at: 1,
             remote: "127.0.0.1:1".parse().unwrap(),
@@ -230,28 +230,30 @@ mod tests {
     #[test]
     fn users_come_and_go() {
         let p = Presence::default();
-        let alice = user("a", "user", "alice");
-        p.connection_opened(1, info(1, "a"));
-        p.connection_opened(2, info(2, "a"));
-        p.connection_opened(3, info(3, "b"));
+        let alice = user(0, "user", "alice");
+        p.connection_opened(1, info(0));
+        p.connection_opened(2, info(0));
+        p.connection_opened(3, info(1));
         assert_eq!(p.user_joined(1, alice.clone()), 1);
         assert_eq!(p.user_joined(2, alice.clone()), 2);
         assert_eq!(p.user_joined(2, alice.clone()), 2, "idempotent");
-        p.user_joined(3, user("b", "user", "alice"));
+        p.user_joined(3, user(1, "user", "alice"));
         assert!(p.is_online(&alice));
-        assert_eq!(p.online_users("a", None), vec![alice.clone()]);
-        assert_eq!(p.online_users("a", Some("staff")), vec![]);
-        assert_eq!(p.counts(Some("a")), (2, 2));
+        assert_eq!(p.online_users(0, None), vec![alice.clone()]);
+        assert_eq!(p.online_users(0, Some("staff")), vec![]);
+        assert_eq!(p.counts(Some(0)), (2, 2));
         assert_eq!(p.counts(None), (3, 3));
         p.connection_closed(1);
         assert!(p.is_online(&alice));
-        p.connection_closed(2);
+        p.user_refused(2);
         assert!(!p.is_online(&alice), "offline after the last connection");
-        assert!(
-            p.is_online(&user("b", "user", "alice")),
-            "apps are separate"
+        assert_eq!(
+            p.counts(Some(0)),
+            (1, 0),
+            "a refused user stays a connection"
         );
-        assert_eq!(p.connection(3).unwrap().user.unwrap().app.as_ref(), "b");
+        assert!(p.is_online(&user(1, "user", "alice")), "apps are separate");
+        assert_eq!(p.connection(3).unwrap().user.unwrap().app, 1);
     }
 
     #[test]
