@@ -21,9 +21,9 @@ pub struct Identity {
     /// `None` for an anonymous connection.
     pub user_id: Option<Box<str>>,
     /// Roles granted by the token (e.g. `staff`).
-    pub roles: Vec<Box<str>>,
+    pub roles: Box<[Box<str>]>,
     /// Extra topics the token may join (exact names, or `prefix*`).
-    pub topics: Vec<Box<str>>,
+    pub topics: Box<[Box<str>]>,
 }
 
 impl Identity {
@@ -31,8 +31,8 @@ impl Identity {
         Identity {
             user_type: user_type.into(),
             user_id: Some(user_id.into()),
-            roles: Vec::new(),
-            topics: Vec::new(),
+            roles: Box::default(),
+            topics: Box::default(),
         }
     }
 
@@ -40,8 +40,8 @@ impl Identity {
         Identity {
             user_type: "anonymous".into(),
             user_id: None,
-            roles: Vec::new(),
-            topics: Vec::new(),
+            roles: Box::default(),
+            topics: Box::default(),
         }
     }
 
@@ -83,6 +83,20 @@ pub mod close_code {
     pub const SLOW_CONSUMER: u16 = 4009;
     /// Rate limited.
     pub const RATE_LIMITED: u16 = 4029;
+
+    /// The reason text sent with a server-initiated close.
+    pub fn reason(code: u16) -> &'static str {
+        match code {
+            DISCONNECTED => "disconnected by server",
+            AUTH_FAILED => "authentication failed",
+            FORBIDDEN => "forbidden",
+            TOO_MANY_CONNECTIONS => "too many connections for this user",
+            SLOW_CONSUMER => "slow consumer",
+            RATE_LIMITED => "rate limited",
+            1001 => "going away",
+            _ => "",
+        }
+    }
 }
 
 /// Frames waiting for the connection's task. Most bursts are one frame, so the first is
@@ -92,7 +106,8 @@ pub mod close_code {
 struct OutQueue {
     first: Option<Bytes>,
     rest: VecDeque<Bytes>,
-    bytes: usize,
+    /// Bytes queued (the bound is a `u32`: queues are capped far below 4 GiB).
+    bytes: u32,
 }
 
 /// What the task takes from the queue to write.
@@ -111,10 +126,11 @@ pub struct ConnHandle {
     /// Must authenticate before the auth deadline (the sweeper closes it with 4001).
     pub needs_auth: Cell<bool>,
     out: RefCell<OutQueue>,
-    /// Bound on `out_bytes`.
-    max_out: usize,
+    /// Bound on the queued bytes.
+    max_out: u32,
     waker: Cell<Option<Waker>>,
-    close: Cell<Option<CloseReason>>,
+    /// Close code requested (0 = none); the reason text follows from the code.
+    close: Cell<u16>,
     /// Coarse shard clock (seconds) of the last frame received.
     pub last_rx: Cell<u32>,
     /// Whether a server ping is outstanding (sent since `last_rx`).
@@ -139,6 +155,7 @@ impl OutQueue {
 
 impl ConnHandle {
     pub fn new(id: u64, app: u16, max_out: usize, now: u32) -> Self {
+        let max_out = u32::try_from(max_out).unwrap_or(u32::MAX);
         ConnHandle {
             id,
             app,
@@ -146,7 +163,7 @@ impl ConnHandle {
             out: RefCell::new(OutQueue::default()),
             max_out,
             waker: Cell::new(None),
-            close: Cell::new(None),
+            close: Cell::new(0),
             last_rx: Cell::new(now),
             ping_sent: Cell::new(false),
             created: now,
@@ -165,13 +182,13 @@ impl ConnHandle {
     /// delivered frames themselves (once per fan-out, not once per receiver).
     #[inline]
     pub fn push(&self, frame: Bytes, c: &ShardCounters) -> bool {
-        if self.close.get().is_some() {
+        if self.close.get() != 0 {
             ShardCounters::add(&c.queue_drops, 1);
             return false;
         }
         let mut q = self.out.borrow_mut();
-        let n = q.bytes + frame.len();
-        if n > self.max_out {
+        let n = (q.bytes as usize).saturating_add(frame.len());
+        if n > self.max_out as usize {
             let dropped = q.first.take().is_some() as u64 + q.rest.len() as u64;
             *q = OutQueue::default();
             drop(q);
@@ -183,7 +200,7 @@ impl ConnHandle {
             });
             return false;
         }
-        q.bytes = n;
+        q.bytes = n as u32;
         q.push(frame);
         drop(q);
         self.wake();
@@ -193,7 +210,9 @@ impl ConnHandle {
     /// Queue a frame even while closing (the close frame itself, replies before close).
     pub fn push_control(&self, frame: Bytes) {
         let mut q = self.out.borrow_mut();
-        q.bytes += frame.len();
+        q.bytes = q
+            .bytes
+            .saturating_add(u32::try_from(frame.len()).unwrap_or(u32::MAX));
         q.push(frame);
         drop(q);
         self.wake();
@@ -201,14 +220,20 @@ impl ConnHandle {
 
     /// Ask the connection task to close with this code (first request wins).
     pub fn request_close(&self, reason: CloseReason) {
-        if self.close.get().is_none() {
-            self.close.set(Some(reason));
+        if self.close.get() == 0 {
+            self.close.set(reason.code.max(1));
             self.wake();
         }
     }
 
     pub fn close_requested(&self) -> Option<CloseReason> {
-        self.close.get()
+        match self.close.get() {
+            0 => None,
+            code => Some(CloseReason {
+                code,
+                reason: close_code::reason(code),
+            }),
+        }
     }
 
     pub fn has_pending(&self) -> bool {

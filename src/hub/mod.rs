@@ -46,7 +46,9 @@ const INDEX_ABOVE: usize = 16;
 #[derive(Default)]
 pub struct Members {
     list: Vec<Rc<ConnHandle>>,
-    index: Option<HashMap<u64, u32>>,
+    /// Boxed: most topics never need it, and every topic carries the field inline.
+    #[allow(clippy::box_collection)]
+    index: Option<Box<HashMap<u64, u32>>>,
 }
 
 impl Members {
@@ -77,15 +79,20 @@ impl Members {
         if let Some(ix) = self.index.as_mut() {
             ix.insert(h.id, self.list.len() as u32);
         }
+        // Most topics (personal ones, small rooms) hold one or two members: grow by
+        // one at first instead of Vec's default of four.
+        if self.list.len() < 4 {
+            self.list.reserve_exact(1);
+        }
         self.list.push(h);
         if self.index.is_none() && self.list.len() > INDEX_ABOVE {
-            self.index = Some(
-                self.list
-                    .iter()
-                    .enumerate()
-                    .map(|(i, h)| (h.id, i as u32))
-                    .collect(),
-            );
+            let index: HashMap<u64, u32> = self
+                .list
+                .iter()
+                .enumerate()
+                .map(|(i, h)| (h.id, i as u32))
+                .collect();
+            self.index = Some(Box::new(index));
         }
     }
 
@@ -210,7 +217,14 @@ impl Hub {
             }
             return Joined::Already;
         }
-        h.subs.borrow_mut().push(topic.clone());
+        {
+            // A connection usually joins a few topics: grow the list one by one.
+            let mut subs = h.subs.borrow_mut();
+            if subs.len() < 4 {
+                subs.reserve_exact(1);
+            }
+            subs.push(topic.clone());
+        }
         if track {
             self.presence.subscribed(&topic, h.id);
         }

@@ -136,7 +136,7 @@ pub async fn from_connect_hook(
             "connect hook: invalid user_id or user_type",
         ));
     }
-    let list = |k: &str| -> Vec<Box<str>> {
+    let list = |k: &str| -> Box<[Box<str>]> {
         v.get(k)
             .and_then(|l| l.as_array())
             .map(|a| {

@@ -64,7 +64,8 @@ impl<K: Hash + Eq, V> Striped<K, V> {
 
 /// The node's presence registry.
 pub struct Presence {
-    users: Striped<UserKey, Vec<u64>>,
+    /// A user's connections; most users have one, kept inline.
+    users: Striped<UserKey, conn_ids::Ids>,
     conns: Striped<u64, ConnInfo>,
     /// Scoped topic key (app + topic) → subscribed connection ids.
     topics: Striped<Arc<str>, HashSet<u64>>,
@@ -92,15 +93,17 @@ impl Presence {
         }
         let mut users = self.users.lock(&user);
         let list = users.entry(user).or_default();
-        if !list.contains(&id) {
-            list.push(id);
-        }
+        list.insert(id);
         list.len()
     }
 
     /// How many connections `user` has now.
     pub fn user_connections(&self, user: &UserKey) -> Vec<u64> {
-        self.users.lock(user).get(user).cloned().unwrap_or_default()
+        self.users
+            .lock(user)
+            .get(user)
+            .map(|l| l.to_vec())
+            .unwrap_or_default()
     }
 
     pub fn is_online(&self, user: &UserKey) -> bool {
@@ -134,7 +137,7 @@ impl Presence {
         {
             let mut users = self.users.lock(user);
             if let Some(list) = users.get_mut(user) {
-                list.retain(|&c| c != id);
+                list.remove(id);
                 if list.is_empty() {
                     users.remove(user);
                 }
@@ -202,6 +205,63 @@ impl Presence {
             }
         }
         (total, authed)
+    }
+}
+
+/// A set of connection ids that stores one id inline and spills to a `Vec` only for
+/// users with several connections.
+mod conn_ids {
+    #[derive(Debug, Default, Clone)]
+    pub enum Ids {
+        #[default]
+        Empty,
+        One(u64),
+        Many(Vec<u64>),
+    }
+
+    impl Ids {
+        pub fn insert(&mut self, id: u64) {
+            match self {
+                Ids::Empty => *self = Ids::One(id),
+                Ids::One(a) if *a == id => {}
+                Ids::One(a) => *self = Ids::Many(vec![*a, id]),
+                Ids::Many(v) if !v.contains(&id) => v.push(id),
+                Ids::Many(_) => {}
+            }
+        }
+
+        pub fn remove(&mut self, id: u64) {
+            match self {
+                Ids::One(a) if *a == id => *self = Ids::Empty,
+                Ids::Many(v) => {
+                    v.retain(|&c| c != id);
+                    if v.len() == 1 {
+                        *self = Ids::One(v[0]);
+                    }
+                }
+                _ => {}
+            }
+        }
+
+        pub fn len(&self) -> usize {
+            match self {
+                Ids::Empty => 0,
+                Ids::One(_) => 1,
+                Ids::Many(v) => v.len(),
+            }
+        }
+
+        pub fn is_empty(&self) -> bool {
+            self.len() == 0
+        }
+
+        pub fn to_vec(&self) -> Vec<u64> {
+            match self {
+                Ids::Empty => Vec::new(),
+                Ids::One(a) => vec![*a],
+                Ids::Many(v) => v.clone(),
+            }
+        }
     }
 }
 
