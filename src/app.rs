@@ -84,6 +84,7 @@ impl App {
                 max_connections_per_user: cfg.max_connections_per_user as u32,
                 max_subscriptions: cfg.max_subscriptions as u32,
                 max_message_size: cfg.max_message as u64,
+                // Saturates: an unlimited (infinite) rate becomes u32::MAX per second.
                 messages_per_second: cfg.messages_per_second as u32,
                 message_burst: cfg.message_burst as u32,
                 outbound_queue: cfg.max_outbound as u64,

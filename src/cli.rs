@@ -92,9 +92,10 @@ pub struct ServeArgs {
     /// Most simultaneous connections of one user (close 4008 beyond).
     #[arg(long, env = "RINGCAST_MAX_CONNECTIONS_PER_USER", default_value_t = 100)]
     pub max_connections_per_user: usize,
-    /// Client messages per second per connection (token bucket rate).
-    #[arg(long, env = "RINGCAST_MESSAGES_PER_SECOND", default_value_t = 50.0)]
-    pub messages_per_second: f64,
+    /// Client messages per second per connection (token bucket rate). Default 50, and
+    /// unlimited in dev mode (so load tests of a dev server measure the server).
+    #[arg(long, env = "RINGCAST_MESSAGES_PER_SECOND")]
+    pub messages_per_second: Option<f64>,
     /// Client message burst per connection (token bucket size).
     #[arg(long, env = "RINGCAST_MESSAGE_BURST", default_value_t = 100.0)]
     pub message_burst: f64,
@@ -175,7 +176,10 @@ impl ServeArgs {
             pin_cores: !self.no_pin,
             allowed_origins: self.allowed_origins,
             max_connections_per_user: self.max_connections_per_user.max(1),
-            messages_per_second: self.messages_per_second.max(0.1),
+            messages_per_second: self
+                .messages_per_second
+                .unwrap_or(if self.dev { f64::INFINITY } else { 50.0 })
+                .max(0.1),
             message_burst: self.message_burst.max(1.0),
             connect_attempts_per_ip_per_minute: self.connect_attempts_per_ip_per_minute,
             jwt,
