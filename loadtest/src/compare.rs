@@ -60,13 +60,7 @@ impl Server {
             .join(format!("loadtest-{}-{port}.log", peer.name()));
         let out = std::fs::File::create(&log)?;
         let mut cmd = if peer == Target::Ringcast {
-            let bin = Path::new(&a.ringcast_bin);
-            if !bin.exists() {
-                bail!(
-                    "ringcast binary {} not found (--ringcast-bin)",
-                    bin.display()
-                );
-            }
+            let bin = ringcast_binary(&a.ringcast_bin)?;
             let mut c = Command::new(bin);
             c.args(["serve", "--dev", "--listen", &format!("127.0.0.1:{port}")]);
             c.args(a.ringcast_args.split_whitespace());
@@ -240,4 +234,43 @@ async fn run_one(peer: Target, a: &CompareArgs) -> Result<Vec<(String, Outcome)>
     let r = crate::run_scenario(a.scenario, &cfg).await;
     server.stop();
     r
+}
+
+/// The ringcast binary to start: `path` when it exists; otherwise, for the default path,
+/// build it from this workspace (`cargo build --release -p ringcast`) as a new user of
+/// `cargo run -p loadtest -- compare` expects.
+fn ringcast_binary(path: &str) -> Result<std::path::PathBuf> {
+    let bin = Path::new(path);
+    if bin.exists() {
+        return Ok(bin.to_path_buf());
+    }
+    if path != "target/release/ringcast" {
+        bail!(
+            "ringcast binary {} not found (--ringcast-bin)",
+            bin.display()
+        );
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    eprintln!(
+        "[compare] building ringcast (cargo build --release -p ringcast) in {}",
+        root.display()
+    );
+    let status = Command::new("cargo")
+        .args(["build", "--release", "-p", "ringcast"])
+        .current_dir(&root)
+        .status()?;
+    if !status.success() {
+        bail!("building ringcast failed");
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
+    let built = target.join("release").join("ringcast");
+    if !built.exists() {
+        bail!("built ringcast not found at {}", built.display());
+    }
+    Ok(built)
 }
