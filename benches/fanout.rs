@@ -23,7 +23,7 @@ fn fanout(c: &mut Criterion) {
         .map(|i| {
             let h = Rc::new(ConnHandle::new(i, 0, 1 << 30, 0));
             hub.add_conn(h.clone());
-            hub.subscribe(&h, topic.clone(), None, &mesh, &counters);
+            hub.subscribe(&h, topic.clone(), None, false, &mesh, &counters);
             h
         })
         .collect();
