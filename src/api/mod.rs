@@ -659,28 +659,21 @@ fn stats(shard: &Rc<Shard>, app: &App, admin: bool) -> serde_json::Value {
                 })
             })
             .collect();
-        let sum = |f: fn(&ShardCounters) -> u64| g.counters.iter().map(f).sum::<u64>();
         let o = body.as_object_mut().expect("object");
-        o.insert(
-            "connections".into(),
-            sum(|c| ShardCounters::get(&c.connections)).into(),
-        );
-        o.insert(
-            "subscriptions".into(),
-            sum(|c| ShardCounters::get(&c.subscriptions)).into(),
-        );
-        o.insert(
-            "messages_in".into(),
-            sum(|c| ShardCounters::get(&c.messages_in)).into(),
-        );
-        o.insert(
-            "messages_out".into(),
-            sum(|c| ShardCounters::get(&c.messages_out)).into(),
-        );
-        o.insert(
-            "slow_consumer_disconnects".into(),
-            sum(|c| ShardCounters::get(&c.slow_consumer_disconnects)).into(),
-        );
+        type Field = fn(&ShardCounters) -> &std::sync::atomic::AtomicU64;
+        let totals: [(&str, Field); 5] = [
+            ("connections", |c| &c.connections),
+            ("subscriptions", |c| &c.subscriptions),
+            ("messages_in", |c| &c.messages_in),
+            ("messages_out", |c| &c.messages_out),
+            ("slow_consumer_disconnects", |c| {
+                &c.slow_consumer_disconnects
+            }),
+        ];
+        for (name, field) in totals {
+            let total: u64 = g.counters.iter().map(|c| get(field(c))).sum();
+            o.insert(name.into(), total.into());
+        }
         o.insert("shards".into(), shards.into());
     }
     body
