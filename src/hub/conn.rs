@@ -125,6 +125,8 @@ pub struct ConnHandle {
     pub app: u16,
     /// Must authenticate before the auth deadline (the sweeper closes it with 4001).
     pub needs_auth: Cell<bool>,
+    /// The endpoint's ping interval in seconds (0 = the server's `--ping-interval`).
+    pub ping_every: Cell<u16>,
     out: RefCell<OutQueue>,
     /// Bound on the queued bytes.
     max_out: u32,
@@ -160,6 +162,7 @@ impl ConnHandle {
             id,
             app,
             needs_auth: Cell::new(false),
+            ping_every: Cell::new(0),
             out: RefCell::new(OutQueue::default()),
             max_out,
             waker: Cell::new(None),

@@ -111,6 +111,11 @@ impl Conn {
                 remote,
             },
         );
+        self.h.ping_every.set(
+            u16::try_from(ep.ping_interval.as_secs())
+                .unwrap_or(u16::MAX)
+                .max(1),
+        );
         let auto: Vec<String> = ep
             .subscribe
             .iter()

@@ -190,6 +190,10 @@ async fn sweep(shard: Rc<Shard>) {
         let hub = shard.hub.borrow();
         for h in hub.conns() {
             let quiet = now.saturating_sub(h.last_rx.get());
+            let ping_every = match h.ping_every.get() {
+                0 => ping_every,
+                n => u32::from(n),
+            };
             if h.ping_sent.get() && quiet >= 2 * ping_every {
                 h.request_close(CloseReason {
                     code: ws::close::GOING_AWAY,
