@@ -112,26 +112,21 @@ pub fn handle(shard: &Rc<Shard>, req: &Request) -> Response {
                 None => run("online_users", &[]),
             }
         }),
-        ["users", t, u, "send"] => decode2(t, u).map_or_else(bad_user, |(t, u)| {
-            only(req, "POST", || {
-                run("send_user", &[("user_type", &t), ("user_id", &u)])
-            })
-        }),
-        ["users", t, u, "online"] => decode2(t, u).map_or_else(bad_user, |(t, u)| {
-            only(req, "GET", || {
-                run("is_online", &[("user_type", &t), ("user_id", &u)])
-            })
-        }),
-        ["users", t, u, "connections"] => decode2(t, u).map_or_else(bad_user, |(t, u)| {
-            only(req, "GET", || {
-                run("user_connections", &[("user_type", &t), ("user_id", &u)])
-            })
-        }),
-        ["users", t, u, "disconnect"] => decode2(t, u).map_or_else(bad_user, |(t, u)| {
-            only(req, "POST", || {
-                run("disconnect_user", &[("user_type", &t), ("user_id", &u)])
-            })
-        }),
+        ["users", t, u, action] => {
+            let (method, command) = match *action {
+                "send" => ("POST", "send_user"),
+                "online" => ("GET", "is_online"),
+                "connections" => ("GET", "user_connections"),
+                "disconnect" => ("POST", "disconnect_user"),
+                _ => return ApiError::new(404, "no such API endpoint").into_response(),
+            };
+            match decode2(t, u) {
+                Ok((t, u)) => only(req, method, || {
+                    run(command, &[("user_type", &t), ("user_id", &u)])
+                }),
+                Err(()) => Err(ApiError::invalid("invalid user type or id")),
+            }
+        }
         ["connections", c] => only(req, "GET", || run("connection_info", &[("conn_id", c)])),
         ["connections", c, "send"] => {
             only(req, "POST", || run("send_connection", &[("conn_id", c)]))
@@ -146,10 +141,6 @@ pub fn handle(shard: &Rc<Shard>, req: &Request) -> Response {
         _ => Err(ApiError::new(404, "no such API endpoint")),
     };
     res.unwrap_or_else(ApiError::into_response)
-}
-
-fn bad_user(_: ()) -> Result<Response, ApiError> {
-    Err(ApiError::invalid("invalid user type or id"))
 }
 
 fn decode2(t: &str, u: &str) -> Result<(String, String), ()> {
@@ -558,7 +549,7 @@ fn to_connection(shard: &Rc<Shard>, id: u64, msg: ShardMsg) {
     let Some(h) = hub.conn(id) else { return };
     match msg {
         ShardMsg::Deliver { frame, .. } => {
-            crate::hub::deliver(std::iter::once(h), &frame, shard.counters());
+            crate::hub::send(h, &frame, shard.counters());
         }
         ShardMsg::Disconnect { code, .. } => h.request_close(CloseReason {
             code,

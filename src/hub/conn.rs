@@ -272,10 +272,6 @@ impl ConnHandle {
             w.wake();
         }
     }
-
-    pub fn user_type(&self) -> Option<Box<str>> {
-        self.identity.borrow().as_ref().map(|i| i.user_type.clone())
-    }
 }
 
 /// Shard index encoded in a connection id.

@@ -136,13 +136,6 @@ pub enum Joined {
     Already,
 }
 
-/// Counts for the stats API.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct HubCounts {
-    pub connections: usize,
-    pub topics: usize,
-}
-
 pub struct Hub {
     shard: usize,
     /// Node-wide registry told of every membership change (not of messages).
@@ -162,13 +155,6 @@ impl Hub {
             topics: HashMap::new(),
             remote: HashMap::new(),
             next_gen: 0,
-        }
-    }
-
-    pub fn counts(&self) -> HubCounts {
-        HubCounts {
-            connections: self.conns.len(),
-            topics: self.topics.len(),
         }
     }
 
@@ -213,7 +199,7 @@ impl Hub {
                     p.waiters.push((h.clone(), Some(f)));
                     return Joined::Pending;
                 }
-                deliver(std::iter::once(h), &f, c);
+                send(h, &f, c);
             }
             return Joined::Already;
         }
@@ -273,7 +259,7 @@ impl Hub {
             }
         }
         if let Some(f) = ready {
-            deliver(std::iter::once(h), &f, c);
+            send(h, &f, c);
         }
         Joined::Now
     }
@@ -412,7 +398,7 @@ impl Hub {
                 frame,
             } => {
                 if let Some(h) = self.conns.get(&id) {
-                    deliver(std::iter::once(h), &frame, c);
+                    send(h, &frame, c);
                 }
             }
             ShardMsg::Disconnect { conn, code } => {
@@ -463,7 +449,7 @@ impl Hub {
                 t.subs.insert(h.clone());
             }
             if let Some(f) = ready {
-                deliver(std::iter::once(&h), &f, c);
+                send(&h, &f, c);
             }
         }
         if t.subs.is_empty() {
@@ -471,19 +457,12 @@ impl Hub {
             self.announce_gone(&topic, mesh);
         }
     }
+}
 
-    /// Ids of the connections subscribed to a topic on this shard.
-    pub fn topic_subscribers(&self, topic: &str) -> Vec<u64> {
-        self.topics
-            .get(topic)
-            .map(|t| t.subs.iter().map(|h| h.id).collect())
-            .unwrap_or_default()
-    }
-
-    /// Test and stats view: how many shards this shard routes `topic` to.
-    pub fn remote_interest(&self, topic: &str) -> u32 {
-        self.remote.get(topic).map_or(0, |m| m.count_ones())
-    }
+/// Push one frame to one connection (a reply, a direct message), counted like fan-out.
+#[inline]
+pub fn send(h: &Rc<ConnHandle>, frame: &Bytes, c: &ShardCounters) -> bool {
+    deliver(std::iter::once(h), frame, c) == 1
 }
 
 /// Push one frame to each receiver; the delivered count is added to the counters once.

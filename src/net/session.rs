@@ -81,7 +81,7 @@ impl Conn {
     }
 
     pub(super) fn reply(&self, frame: Bytes) {
-        crate::hub::deliver(std::iter::once(&self.h), &frame, self.shard.counters());
+        crate::hub::send(&self.h, &frame, self.shard.counters());
     }
 
     pub(super) fn error(&self, code: &str, message: &str, id: Option<&RequestId>) {
@@ -381,7 +381,7 @@ impl Conn {
                             move |h, c| {
                                 publish_from(&shard2, &key, &frame);
                                 if let Some(id) = &idc {
-                                    crate::hub::deliver(std::iter::once(h), &server::ack(id), c);
+                                    crate::hub::send(h, &server::ack(id), c);
                                 }
                             },
                         );
@@ -423,15 +423,11 @@ impl Conn {
                 let id = id.cloned();
                 self.call_hook(url, body, move |h, c, answer| match answer {
                     Ok(data) => {
-                        crate::hub::deliver(
-                            std::iter::once(h),
-                            &server::reply(id.as_ref(), &data),
-                            c,
-                        );
+                        crate::hub::send(h, &server::reply(id.as_ref(), &data), c);
                     }
                     Err(message) => {
-                        crate::hub::deliver(
-                            std::iter::once(h),
+                        crate::hub::send(
+                            h,
                             &server::error(code::HOOK_FAILED, &message, id.as_ref()),
                             c,
                         );
@@ -486,7 +482,7 @@ impl Conn {
                 Ok(_) => server::error(code::FORBIDDEN, "the backend refused this", id.as_ref()),
                 Err(message) => server::error(code::HOOK_FAILED, &message, id.as_ref()),
             };
-            crate::hub::deliver(std::iter::once(h), &refusal, c);
+            crate::hub::send(h, &refusal, c);
         });
     }
 

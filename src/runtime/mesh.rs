@@ -66,10 +66,6 @@ impl Mesh {
         self.senders.len()
     }
 
-    pub fn me(&self) -> usize {
-        self.me
-    }
-
     /// Queue `msg` for shard `dst`; it leaves at the end of this tick with the others.
     pub fn send(self: &Rc<Self>, dst: usize, msg: ShardMsg) {
         debug_assert_ne!(dst, self.me, "a shard never sends to itself");
