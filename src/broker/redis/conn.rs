@@ -110,6 +110,16 @@ const READ_CHUNK: usize = 64 * 1024;
 pub(super) const SHRINK_ABOVE: usize = 4 * 1024 * 1024;
 
 impl Reader {
+    /// The next value if it is already complete in the buffer; never reads.
+    pub fn decode_buffered(&mut self) -> Result<Option<Value>, ConnError> {
+        if self.buf.is_empty() {
+            return Ok(None);
+        }
+        self.codec
+            .decode(&mut self.buf)
+            .map_err(|e| ConnError::Protocol(e.to_string()))
+    }
+
     pub async fn next(&mut self) -> Result<Value, ConnError> {
         loop {
             if !self.buf.is_empty() {

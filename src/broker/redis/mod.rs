@@ -120,6 +120,30 @@ pub enum Incoming {
     },
 }
 
+/// Where the link hands what arrives on the pub/sub connection. Every method runs on
+/// the I/O thread: it must be quick and must not block (hand work to the shards'
+/// queues). A panic in one is caught and logged. Any `Fn(Incoming)` closure is a sink
+/// that only takes messages.
+pub trait Sink: Send + 'static {
+    /// A pub/sub message.
+    fn message(&self, msg: Incoming);
+    /// Everything read so far has been handed over: pass on what was gathered (one
+    /// hand-over per read from the socket, however many messages it held).
+    fn flush(&self) {}
+    /// Redis confirmed a subscription to `channel`: from now on every publish to it
+    /// reaches this node.
+    fn subscribed(&self, _channel: &str) {}
+    /// The pub/sub connection was lost; confirmations given so far no longer hold
+    /// until the link resubscribes (each is confirmed again through `subscribed`).
+    fn lost(&self) {}
+}
+
+impl<F: Fn(Incoming) + Send + 'static> Sink for F {
+    fn message(&self, msg: Incoming) {
+        self(msg)
+    }
+}
+
 /// Why a remote operation failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LinkError {
@@ -255,14 +279,9 @@ pub struct RedisLink {
 
 impl RedisLink {
     /// Validates the config, spawns the `ringcast-redis` I/O thread and returns at
-    /// once; the link starts `Down` and comes up in the background. `on_message`
-    /// runs on the I/O thread for every pub/sub message: it must be quick and must
-    /// not block (hand the message to the shards' queues). A panic in it is caught
-    /// and logged.
-    pub fn start(
-        cfg: RedisConfig,
-        on_message: impl Fn(Incoming) + Send + 'static,
-    ) -> std::io::Result<RedisLink> {
+    /// once; the link starts `Down` and comes up in the background. `sink` (see
+    /// [`Sink`]; a closure taking each [`Incoming`] will do) runs on the I/O thread.
+    pub fn start(cfg: RedisConfig, sink: impl Sink) -> std::io::Result<RedisLink> {
         let invalid = |m: &str| std::io::Error::new(std::io::ErrorKind::InvalidInput, m);
         if cfg.max_batch == 0 || cfg.max_queued == 0 {
             return Err(invalid("redis: max_batch and max_queued must be > 0"));
@@ -283,12 +302,12 @@ impl RedisLink {
             .name("ringcast-redis".into())
             .spawn(move || {
                 let sh = thread_shared;
-                let on_message: Box<dyn Fn(Incoming)> = Box::new(on_message);
+                let sink: Box<dyn Sink> = Box::new(sink);
                 runtime.block_on(async {
                     // Both loops only return on shutdown; either returning ends the thread.
                     tokio::select! {
                         _ = commands::run(&sh, &rx, &endpoint, &cfg) => {}
-                        _ = pubsub::run(&sh, &endpoint, &cfg, &*on_message) => {}
+                        _ = pubsub::run(&sh, &endpoint, &cfg, &*sink) => {}
                     }
                 });
                 sh.set_down(&sh.cmd_up, "link closed".into());

@@ -19,7 +19,7 @@ use tokio::time::{timeout_at, Instant};
 
 use super::conn::{self, Backoff, ConnError, Endpoint, Reader};
 use super::stats::Stats;
-use super::{guarded, lock, Incoming, RedisConfig, Shared};
+use super::{guarded, lock, Incoming, RedisConfig, Shared, Sink};
 
 /// Channels per SUBSCRIBE-family command, to keep single commands reasonable.
 const CHUNK: usize = 1024;
@@ -40,7 +40,7 @@ pub(super) async fn run(
     sh: &Shared,
     ep: &Endpoint,
     cfg: &RedisConfig,
-    on_message: &dyn Fn(Incoming),
+    sink: &dyn Sink,
 ) {
     let mut backoff = Backoff::new(cfg.reconnect_backoff_max);
     let mut connected_before = false;
@@ -73,12 +73,13 @@ pub(super) async fn run(
             Stats::inc(&sh.stats.reconnects);
         }
         connected_before = true;
-        match serve(sh, cfg, reader, writer, on_message).await {
+        match serve(sh, cfg, reader, writer, sink).await {
             End::Exit => return,
             End::Lost(e) => {
                 tracing::warn!("redis pub/sub connection lost: {e}");
                 sh.set_down(&sh.sub_up, format!("pub/sub connection lost: {e}"));
                 forget_dirty(sh);
+                guarded("sink.lost", || sink.lost());
             }
         }
     }
@@ -97,7 +98,7 @@ async fn serve(
     cfg: &RedisConfig,
     mut reader: Reader,
     mut writer: OwnedWriteHalf,
-    on_message: &dyn Fn(Incoming),
+    sink: &dyn Sink,
 ) -> End {
     let mut applied = Applied::default();
     let mut wbuf = Vec::new();
@@ -136,7 +137,16 @@ async fn serve(
             v = reader.next() => match v {
                 Ok(v) => {
                     ping_sent = None;
-                    deliver(sh, v, on_message);
+                    deliver(sh, v, sink);
+                    // Hand over everything already read, then let the sink flush once.
+                    loop {
+                        match reader.decode_buffered() {
+                            Ok(Some(v)) => deliver(sh, v, sink),
+                            Ok(None) => break,
+                            Err(e) => return End::Lost(e),
+                        }
+                    }
+                    guarded("sink.flush", || sink.flush());
                 }
                 Err(e) => return End::Lost(e),
             },
@@ -281,9 +291,17 @@ fn string_of(v: Value) -> Option<String> {
     })
 }
 
-/// Turns a pub/sub push into an `Incoming`, taking the payload without copying.
+/// A pub/sub push that matters to the sink.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Push {
+    Message(Incoming),
+    /// Redis confirmed a SUBSCRIBE/SSUBSCRIBE of this channel.
+    Subscribed(String),
+}
+
+/// Turns a pub/sub push into a [`Push`], taking the payload without copying.
 /// (`redis::Msg` only lends the payload out, which would force a copy per message.)
-pub(super) fn parse(v: Value) -> Option<Incoming> {
+pub(super) fn parse(v: Value) -> Option<Push> {
     let items = match v {
         Value::Array(items) => items,
         Value::Push { kind, data } => {
@@ -297,28 +315,35 @@ pub(super) fn parse(v: Value) -> Option<Incoming> {
     let mut it = items.into_iter();
     let kind = bytes_of(it.next()?)?;
     match (kind.as_slice(), it.len()) {
-        (b"message", 2) => Some(Incoming::Message {
+        (b"subscribe" | b"ssubscribe", 2) => Some(Push::Subscribed(string_of(it.next()?)?)),
+        (b"message" | b"smessage", 2) => Some(Push::Message(Incoming::Message {
             channel: string_of(it.next()?)?,
             payload: Bytes::from(bytes_of(it.next()?)?),
-        }),
-        (b"pmessage", 3) => Some(Incoming::PMessage {
+        })),
+        (b"pmessage", 3) => Some(Push::Message(Incoming::PMessage {
             pattern: string_of(it.next()?)?,
             channel: string_of(it.next()?)?,
             payload: Bytes::from(bytes_of(it.next()?)?),
-        }),
+        })),
         _ => None,
     }
 }
 
-fn deliver(sh: &Shared, v: Value, on_message: &dyn Fn(Incoming)) {
+fn deliver(sh: &Shared, v: Value, sink: &dyn Sink) {
     if let Value::ServerError(e) = &v {
         tracing::warn!("redis pub/sub error reply: {e}");
         return;
     }
-    // Anything else that is not a message is a (p)(un)subscribe ack or a pong.
-    if let Some(msg) = parse(v) {
-        Stats::inc(&sh.stats.messages_received);
-        guarded("on_message", || on_message(msg));
+    // Anything else is a (p)(un)subscribe ack or a pong; only subscribe acks matter.
+    match parse(v) {
+        Some(Push::Subscribed(channel)) => {
+            guarded("sink.subscribed", || sink.subscribed(&channel));
+        }
+        Some(Push::Message(msg)) => {
+            Stats::inc(&sh.stats.messages_received);
+            guarded("sink.message", || sink.message(msg));
+        }
+        None => {}
     }
 }
 
@@ -331,7 +356,7 @@ mod tests {
     }
 
     #[test]
-    fn parses_messages_and_ignores_acks() {
+    fn parses_messages_and_subscribe_acks() {
         let m = parse(Value::Array(vec![
             bulk(b"message"),
             bulk(b"ch"),
@@ -339,10 +364,10 @@ mod tests {
         ]));
         assert_eq!(
             m,
-            Some(Incoming::Message {
+            Some(Push::Message(Incoming::Message {
                 channel: "ch".into(),
                 payload: Bytes::from_static(b"\x00hi")
-            })
+            }))
         );
         let p = parse(Value::Array(vec![
             bulk(b"pmessage"),
@@ -352,17 +377,25 @@ mod tests {
         ]));
         assert_eq!(
             p,
-            Some(Incoming::PMessage {
+            Some(Push::Message(Incoming::PMessage {
                 pattern: "c*".into(),
                 channel: "ch".into(),
                 payload: Bytes::from_static(b"x")
-            })
+            }))
         );
         assert_eq!(
             parse(Value::Array(vec![
                 bulk(b"subscribe"),
                 bulk(b"ch"),
                 Value::Int(1)
+            ])),
+            Some(Push::Subscribed("ch".into()))
+        );
+        assert_eq!(
+            parse(Value::Array(vec![
+                bulk(b"unsubscribe"),
+                bulk(b"ch"),
+                Value::Int(0)
             ])),
             None
         );
