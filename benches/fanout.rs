@@ -17,7 +17,11 @@ fn fanout(c: &mut Criterion) {
     let counters = ShardCounters::default();
     let (tx, _rx) = flume::unbounded();
     let mesh = Mesh::new(0, vec![tx]);
-    let mut hub = Hub::new(0, Arc::new(ringcast::presence::Presence::default()));
+    let mut hub = Hub::new(
+        0,
+        Arc::new(ringcast::presence::Presence::default()),
+        Arc::new(ringcast::broker::memory::MemoryBroker),
+    );
     let topic: Arc<str> = "chat:big".into();
     let conns: Vec<Rc<ConnHandle>> = (0..RECEIVERS as u64)
         .map(|i| {

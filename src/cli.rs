@@ -19,7 +19,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run the server.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Write a commented example config with fresh secrets (stdout, or --output FILE).
     Init {
         #[arg(long, short)]
@@ -106,6 +106,27 @@ pub struct ServeArgs {
     /// Do not pin shard threads to cores.
     #[arg(long, env = "RINGCAST_NO_PIN")]
     pub no_pin: bool,
+    /// Join a fleet through this Redis (`redis://[:password@]host:port[/db]`): every
+    /// node using it behaves as one server.
+    #[arg(long, env = "RINGCAST_REDIS")]
+    pub redis: Option<String>,
+    /// Join a fleet through a Redis Cluster (comma-separated seed URLs); topics use
+    /// sharded pub/sub.
+    #[arg(
+        long = "redis-cluster",
+        env = "RINGCAST_REDIS_CLUSTER",
+        value_delimiter = ',',
+        conflicts_with = "redis"
+    )]
+    pub redis_cluster: Vec<String>,
+    /// This node's id in the fleet (letters, digits, `_`; default random). It is
+    /// part of every connection id.
+    #[arg(long, env = "RINGCAST_NODE_ID")]
+    pub node_id: Option<String>,
+    /// How long a node's presence lives in Redis without a refresh (e.g. `5s`): a
+    /// crashed node's users vanish within it.
+    #[arg(long, env = "RINGCAST_PRESENCE_TTL", value_parser = crate::config::file::parse_duration)]
+    pub presence_ttl: Option<Duration>,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -183,6 +204,10 @@ impl ServeArgs {
             message_burst: self.message_burst.max(1.0),
             connect_attempts_per_ip_per_minute: self.connect_attempts_per_ip_per_minute,
             jwt,
+            redis: self.redis,
+            redis_cluster: self.redis_cluster,
+            node_id: self.node_id,
+            presence_ttl: self.presence_ttl.unwrap_or(d.presence_ttl),
             ..d
         })
     }
@@ -217,9 +242,11 @@ fn with_public_key(
 pub fn init_tracing(cli: &Cli) {
     use tracing_subscriber::EnvFilter;
     let from_file = match &cli.command {
-        Some(Command::Serve(ServeArgs {
-            config: Some(p), ..
-        })) => file::load(p).ok().map(|f| f.server.log_level),
+        Some(Command::Serve(args)) => args
+            .config
+            .as_ref()
+            .and_then(|p| file::load(p).ok())
+            .map(|f| f.server.log_level),
         _ => None,
     };
     let filter = EnvFilter::try_from_env("RINGCAST_LOG")
@@ -236,7 +263,7 @@ pub fn init_tracing(cli: &Cli) {
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         None => crate::runtime::serve(ServeArgs::dev_default().into_config()?),
-        Some(Command::Serve(args)) => serve(args),
+        Some(Command::Serve(args)) => serve(*args),
         Some(Command::Init { output }) => init(output),
         Some(Command::CheckConfig { file }) => check_config(&file),
         Some(Command::Token(args)) => token(args),
@@ -250,9 +277,6 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let fc = load_checked(&path)?;
     if let Some(a) = &fc.server.admin_listen {
         anyhow::bail!("server.admin_listen ({a}) is not supported yet; remove it to serve the API on `listen`");
-    }
-    if fc.server.redis.is_some() {
-        anyhow::bail!("server.redis: the Redis broker is not available in this version yet; remove it to run a single node");
     }
     let mut config = Config {
         listen: fc
@@ -271,6 +295,16 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     };
     if let Some(l) = args.listen {
         config.listen = l;
+    }
+    if config.redis.is_none() && config.redis_cluster.is_empty() {
+        config.redis = fc.server.redis.clone();
+        config.redis_cluster = fc.server.redis_cluster.clone();
+    }
+    if config.node_id.is_none() {
+        config.node_id = fc.server.node_id.clone();
+    }
+    if args.presence_ttl.is_none() {
+        config.presence_ttl = fc.server.presence_ttl;
     }
     if let Some(s) = args.shards {
         config.shards = s.max(1);

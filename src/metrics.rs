@@ -29,6 +29,8 @@ pub struct ShardCounters {
     pub mesh_batches_in: AtomicU64,
     /// Messages inside those batches.
     pub mesh_messages_in: AtomicU64,
+    /// Commands from the Redis command channel that failed (bad JSON, invalid command).
+    pub api_channel_errors: AtomicU64,
 }
 
 impl ShardCounters {

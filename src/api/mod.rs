@@ -18,11 +18,11 @@ use std::rc::Rc;
 
 use crate::app::App;
 use crate::broker::Outbound;
-use crate::hub::conn::{close_code, parse_conn_id, SHARD_SHIFT};
+use crate::hub::conn::{close_code, parse_conn_ref, ConnRef, SHARD_SHIFT};
 use crate::hub::CloseReason;
 use crate::metrics::ShardCounters;
 use crate::net::http::{Request, Response};
-use crate::presence::{ConnInfo, UserKey};
+use crate::presence::UserKey;
 use crate::protocol::{server, user_topic, valid_topic};
 use crate::runtime::mesh::{ShardMsg, Target};
 use crate::runtime::shard::Shard;
@@ -61,86 +61,133 @@ enum Caller<'a> {
     Admin,
 }
 
-pub fn handle(shard: &Rc<Shard>, req: &Request) -> Response {
+pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Response {
     let path = req.path.trim_end_matches('/');
     if path == "/api/v1/openapi.json" {
         // The description is public; it holds nothing secret.
-        return only(req, "GET", || Ok(Response::json(200, openapi::document())))
-            .unwrap_or_else(ApiError::into_response);
+        return match allow(req, "GET") {
+            Ok(()) => Response::json(200, openapi::document()),
+            Err(r) => r,
+        };
     }
     let caller = match authorize(shard, req) {
         Ok(c) => c,
         Err(e) => return e.into_response(),
     };
     let segs: Vec<&str> = path.split('/').skip(3).collect();
-    let run = |method: &str, extra: &[(&str, &str)]| -> Result<Response, ApiError> {
-        let mut body = req.body.to_vec();
-        let params = if body.iter().all(u8::is_ascii_whitespace) {
-            BorrowedValue::Object(Box::default())
-        } else {
-            simd_json::to_borrowed_value(&mut body)
-                .map_err(|e| ApiError::new(400, format!("invalid JSON body: {e}")))?
-        };
-        let BorrowedValue::Object(mut obj) = params else {
-            return Err(ApiError::invalid("the body must be a JSON object"));
-        };
-        for (k, v) in extra {
-            obj.insert(
-                (*k).to_owned().into(),
-                BorrowedValue::String((*v).to_owned().into()),
-            );
-        }
-        let params = BorrowedValue::Object(obj);
-        let app = resolve_app(
-            shard,
-            caller,
-            query_app(req).as_deref().or(params.get_str("app")),
-        )?;
-        let cmd = Command::parse(method, &params)?;
-        let value = execute(shard, app, caller_is_admin(caller), cmd)?;
-        Ok(Response::json(200, value.to_string()))
+    let res = match route(req, &segs) {
+        Ok(Route::Batch) => batch(shard, caller, req).await,
+        Ok(Route::Run(command, extra)) => run(shard, caller, req, command, &extra).await,
+        Err(Refusal::Method(r)) => return r,
+        Err(Refusal::Api(e)) => Err(e),
     };
-    let res = match segs.as_slice() {
-        ["publish"] => only(req, "POST", || run("publish", &[])),
-        ["broadcast"] => only(req, "POST", || run("broadcast", &[])),
-        ["batch"] => only(req, "POST", || batch(shard, caller, req)),
-        ["stats"] => only(req, "GET", || run("stats", &[])),
-        ["users"] => only(req, "GET", || {
-            let t = req.query_param("user_type");
-            match t.as_deref() {
-                Some(t) => run("online_users", &[("user_type", t)]),
-                None => run("online_users", &[]),
-            }
-        }),
+    res.unwrap_or_else(ApiError::into_response)
+}
+
+/// What a request asks for.
+enum Route {
+    Batch,
+    /// A command with the parameters that came in the path.
+    Run(&'static str, Vec<(&'static str, String)>),
+}
+
+enum Refusal {
+    Method(Response),
+    Api(ApiError),
+}
+
+fn allow(req: &Request, method: &'static str) -> Result<(), Response> {
+    if req.method == method {
+        Ok(())
+    } else {
+        Err(Response::error(405, "method not allowed").with_header("Allow", method))
+    }
+}
+
+fn route(req: &Request, segs: &[&str]) -> Result<Route, Refusal> {
+    let only =
+        |method: &'static str, r: Route| allow(req, method).map(|()| r).map_err(Refusal::Method);
+    let run =
+        |command: &'static str, extra: Vec<(&'static str, String)>| Route::Run(command, extra);
+    let invalid = |m: &str| Err(Refusal::Api(ApiError::invalid(m)));
+    match segs {
+        ["publish"] => only("POST", run("publish", vec![])),
+        ["broadcast"] => only("POST", run("broadcast", vec![])),
+        ["batch"] => only("POST", Route::Batch),
+        ["stats"] => only("GET", run("stats", vec![])),
+        ["users"] => {
+            let extra = match req.query_param("user_type") {
+                Some(t) => vec![("user_type", t)],
+                None => vec![],
+            };
+            only("GET", run("online_users", extra))
+        }
         ["users", t, u, action] => {
             let (method, command) = match *action {
                 "send" => ("POST", "send_user"),
                 "online" => ("GET", "is_online"),
                 "connections" => ("GET", "user_connections"),
                 "disconnect" => ("POST", "disconnect_user"),
-                _ => return ApiError::new(404, "no such API endpoint").into_response(),
+                _ => return Err(Refusal::Api(ApiError::new(404, "no such API endpoint"))),
             };
             match decode2(t, u) {
-                Ok((t, u)) => only(req, method, || {
-                    run(command, &[("user_type", &t), ("user_id", &u)])
-                }),
-                Err(()) => Err(ApiError::invalid("invalid user type or id")),
+                Ok((t, u)) => only(method, run(command, vec![("user_type", t), ("user_id", u)])),
+                Err(()) => invalid("invalid user type or id"),
             }
         }
-        ["connections", c] => only(req, "GET", || run("connection_info", &[("conn_id", c)])),
-        ["connections", c, "send"] => {
-            only(req, "POST", || run("send_connection", &[("conn_id", c)]))
-        }
-        ["connections", c, "disconnect"] => only(req, "POST", || {
-            run("disconnect_connection", &[("conn_id", c)])
-        }),
+        ["connections", c] => only(
+            "GET",
+            run("connection_info", vec![("conn_id", c.to_string())]),
+        ),
+        ["connections", c, "send"] => only(
+            "POST",
+            run("send_connection", vec![("conn_id", c.to_string())]),
+        ),
+        ["connections", c, "disconnect"] => only(
+            "POST",
+            run("disconnect_connection", vec![("conn_id", c.to_string())]),
+        ),
         ["topics", t, "subscribers"] => match percent(t) {
-            Some(t) => only(req, "GET", || run("topic_subscribers", &[("topic", &t)])),
-            None => Err(ApiError::invalid("invalid topic name")),
+            Some(t) => only("GET", run("topic_subscribers", vec![("topic", t)])),
+            None => invalid("invalid topic name"),
         },
-        _ => Err(ApiError::new(404, "no such API endpoint")),
+        _ => Err(Refusal::Api(ApiError::new(404, "no such API endpoint"))),
+    }
+}
+
+/// One REST command: the body's JSON object plus the path's parameters.
+async fn run(
+    shard: &Rc<Shard>,
+    caller: Caller<'_>,
+    req: &Request,
+    command: &str,
+    extra: &[(&str, String)],
+) -> Result<Response, ApiError> {
+    let mut body = req.body.to_vec();
+    let params = if body.iter().all(u8::is_ascii_whitespace) {
+        BorrowedValue::Object(Box::default())
+    } else {
+        simd_json::to_borrowed_value(&mut body)
+            .map_err(|e| ApiError::new(400, format!("invalid JSON body: {e}")))?
     };
-    res.unwrap_or_else(ApiError::into_response)
+    let BorrowedValue::Object(mut obj) = params else {
+        return Err(ApiError::invalid("the body must be a JSON object"));
+    };
+    for (k, v) in extra {
+        obj.insert(
+            (*k).to_owned().into(),
+            BorrowedValue::String(v.clone().into()),
+        );
+    }
+    let params = BorrowedValue::Object(obj);
+    let app = resolve_app(
+        shard,
+        caller,
+        query_app(req).as_deref().or(params.get_str("app")),
+    )?;
+    let cmd = Command::parse(command, &params)?;
+    let value = execute(shard, app, caller_is_admin(caller), Reach::Fleet, cmd).await?;
+    Ok(Response::json(200, value.to_string()))
 }
 
 fn decode2(t: &str, u: &str) -> Result<(String, String), ()> {
@@ -155,18 +202,6 @@ fn decode2(t: &str, u: &str) -> Result<(String, String), ()> {
 
 fn percent(s: &str) -> Option<String> {
     crate::net::http::percent_decode(s)
-}
-
-fn only(
-    req: &Request,
-    method: &'static str,
-    f: impl FnOnce() -> Result<Response, ApiError>,
-) -> Result<Response, ApiError> {
-    if req.method == method {
-        f()
-    } else {
-        Ok(Response::error(405, "method not allowed").with_header("Allow", method))
-    }
 }
 
 fn query_app(req: &Request) -> Option<String> {
@@ -293,6 +328,19 @@ pub const METHODS: &[&str] = &[
 ];
 
 impl<'v> Command<'v> {
+    /// Whether the command only reads (and so needs an answer).
+    pub fn is_query(&self) -> bool {
+        matches!(
+            self,
+            Command::IsOnline { .. }
+                | Command::OnlineUsers { .. }
+                | Command::UserConnections { .. }
+                | Command::ConnectionInfo { .. }
+                | Command::TopicSubscribers { .. }
+                | Command::Stats
+        )
+    }
+
     pub fn parse(method: &str, p: &'v BorrowedValue<'v>) -> Result<Command<'v>, ApiError> {
         let s = |name: &str| -> Result<&'v str, ApiError> {
             match p.get(name) {
@@ -377,25 +425,61 @@ impl<'v> Command<'v> {
     }
 }
 
+/// How far a command's effects reach.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reach {
+    /// Every node (a REST call or batch: this node delivers locally and tells the broker).
+    Fleet,
+    /// This node only: a command from the Redis command channel, which every node
+    /// receives and runs on its own connections.
+    Node,
+}
+
+/// A remote operation that could not reach the other nodes.
+fn fleet_error(e: crate::broker::LinkError) -> ApiError {
+    ApiError::new(
+        503,
+        format!("the other nodes cannot be reached ({e}); done on this node only"),
+    )
+}
+
+fn query_error(e: crate::broker::LinkError) -> ApiError {
+    ApiError::new(
+        503,
+        format!("presence is kept in Redis, which cannot be reached: {e}"),
+    )
+}
+
 /// Run one command for `app` on this shard.
-pub fn execute(
+pub async fn execute(
     shard: &Rc<Shard>,
     app: &App,
     admin: bool,
+    reach: Reach,
     cmd: Command<'_>,
 ) -> Result<serde_json::Value, ApiError> {
     let g = &shard.global;
     let c = shard.counters();
     let ok = || serde_json::json!({ "ok": true });
+    let fleet = g.broker.fleet().filter(|_| reach == Reach::Fleet);
+    let forward = |msg: Outbound<'_>| match reach {
+        Reach::Fleet => g.broker.forward(msg).map_err(fleet_error),
+        Reach::Node => Ok(()),
+    };
+    if reach == Reach::Node && cmd.is_query() {
+        return Err(ApiError::invalid(
+            "queries need an answer: use the HTTP API for them",
+        ));
+    }
     Ok(match cmd {
         Command::Publish { topic, data } => {
             let frame = server::message(server::Via::Topic(topic), data);
             let key = app.scope(topic);
             shard.hub.borrow().publish(&key, &frame, &shard.mesh, c);
-            g.broker.forward(Outbound::Topic {
+            forward(Outbound::Topic {
                 topic: &key,
                 frame: &frame,
-            });
+            })?;
             ok()
         }
         Command::Broadcast { data, all_apps } => {
@@ -408,7 +492,10 @@ pub fn execute(
             let frame = server::message(server::Via::Broadcast, data);
             let target = if all_apps { None } else { Some(app.index) };
             shard.hub.borrow().broadcast(target, &frame, &shard.mesh, c);
-            g.broker.forward(Outbound::Broadcast { frame: &frame });
+            forward(Outbound::Broadcast {
+                app: target,
+                frame: &frame,
+            })?;
             ok()
         }
         Command::SendUser {
@@ -419,103 +506,174 @@ pub fn execute(
             let frame = server::message(server::Via::User, data);
             let key = app.scope(&user_topic(user_type, user_id));
             shard.hub.borrow().publish(&key, &frame, &shard.mesh, c);
-            g.broker.forward(Outbound::Topic {
+            forward(Outbound::Topic {
                 topic: &key,
                 frame: &frame,
-            });
+            })?;
             ok()
         }
         Command::SendConnection { conn_id, data } => {
-            let id = own_connection(shard, app, conn_id)?;
             let frame = server::message(server::Via::Direct, data);
-            to_connection(
-                shard,
-                id,
-                ShardMsg::Deliver {
-                    target: Target::Conn(id),
-                    frame,
-                },
-            );
+            match connection(shard, app, conn_id, reach).await? {
+                Some(Held::Here(id)) => to_connection(
+                    shard,
+                    id,
+                    ShardMsg::Deliver {
+                        target: Target::Conn(id),
+                        frame,
+                    },
+                ),
+                Some(Held::Node(node, id)) => forward(Outbound::Conn {
+                    node,
+                    id,
+                    frame: &frame,
+                })?,
+                None => {}
+            }
             ok()
         }
         Command::IsOnline { user_type, user_id } => {
-            let conns = g
-                .presence
-                .user_connections(&user_key(app, user_type, user_id));
-            serde_json::json!({ "online": !conns.is_empty(), "connections": conns.len() })
+            let n = match fleet {
+                Some(f) => f
+                    .queries()
+                    .user_conn_ids(&app.name, user_type, user_id)
+                    .await
+                    .map_err(query_error)?
+                    .len(),
+                None => g
+                    .presence
+                    .user_connections(&user_key(app, user_type, user_id))
+                    .len(),
+            };
+            serde_json::json!({ "online": n > 0, "connections": n })
         }
         Command::OnlineUsers { user_type } => {
-            let users: Vec<_> = g
-                .presence
-                .online_users(app.index, user_type)
-                .into_iter()
-                .map(|u| serde_json::json!({ "user_type": &*u.user_type, "user_id": &*u.user_id }))
+            let users: Vec<(String, String)> = match fleet {
+                Some(f) => f
+                    .queries()
+                    .online_users(&app.name, user_type)
+                    .await
+                    .map_err(query_error)?,
+                None => g
+                    .presence
+                    .online_users(app.index, user_type)
+                    .into_iter()
+                    .map(|u| (u.user_type.into(), u.user_id.into()))
+                    .collect(),
+            };
+            let users: Vec<_> = users
+                .iter()
+                .map(|(t, u)| serde_json::json!({ "user_type": t, "user_id": u }))
                 .collect();
             serde_json::json!({ "count": users.len(), "users": users })
         }
         Command::UserConnections { user_type, user_id } => {
-            let infos: Vec<_> = g
-                .presence
-                .user_connections(&user_key(app, user_type, user_id))
-                .into_iter()
-                .filter_map(|id| g.presence.connection(id).map(|i| info_json(g, id, &i)))
-                .collect();
+            let infos: Vec<_> = match fleet {
+                Some(f) => f
+                    .queries()
+                    .user_connections(&app.name, user_type, user_id)
+                    .await
+                    .map_err(query_error)?,
+                None => g
+                    .presence
+                    .user_connections(&user_key(app, user_type, user_id))
+                    .into_iter()
+                    .filter_map(|id| {
+                        g.presence
+                            .connection(id)
+                            .map(|i| crate::presence::info_json(&g.apps, id, &i))
+                    })
+                    .collect(),
+            };
             serde_json::json!({ "connections": infos })
         }
         Command::ConnectionInfo { conn_id } => {
-            let id = own_connection(shard, app, conn_id)?;
-            let info = g
-                .presence
-                .connection(id)
-                .ok_or_else(|| ApiError::new(404, "no such connection"))?;
-            info_json(g, id, &info)
+            let not_found = || ApiError::new(404, "no such connection");
+            match connection(shard, app, conn_id, reach).await? {
+                Some(Held::Here(id)) => {
+                    let info = g.presence.connection(id).ok_or_else(not_found)?;
+                    let mut j = crate::presence::info_json(&g.apps, id, &info);
+                    if let (Some(f), Some(o)) = (g.broker.fleet(), j.as_object_mut()) {
+                        o.insert("node".into(), f.node().into());
+                    }
+                    j
+                }
+                Some(Held::Node(node, _)) => fleet
+                    .ok_or_else(not_found)?
+                    .queries()
+                    .connection_info(&app.name, node, conn_id)
+                    .await
+                    .map_err(query_error)?
+                    .ok_or_else(not_found)?,
+                None => return Err(not_found()),
+            }
         }
         Command::TopicSubscribers { topic } => {
             if !app.namespace(topic).is_some_and(|n| n.presence) {
                 return Err(ApiError::invalid("presence is off for this topic's namespace (set `presence = true` to list subscribers)"));
             }
-            let ids = g.presence.topic_subscribers(&app.scope(topic));
-            let subs: Vec<_> = ids
+            let infos: Vec<serde_json::Value> = match fleet {
+                Some(f) => f
+                    .queries()
+                    .topic_subscribers(&app.name, topic)
+                    .await
+                    .map_err(query_error)?,
+                None => g
+                    .presence
+                    .topic_subscribers(&app.scope(topic))
+                    .into_iter()
+                    .filter_map(|id| {
+                        g.presence
+                            .connection(id)
+                            .map(|i| crate::presence::info_json(&g.apps, id, &i))
+                    })
+                    .collect(),
+            };
+            let subs: Vec<_> = infos
                 .iter()
-                .filter_map(|&id| g.presence.connection(id).map(|i| (id, i)))
-                .map(|(id, i)| {
-                    let u = i.user.as_ref();
+                .map(|i| {
                     serde_json::json!({
-                        "conn_id": crate::hub::conn::format_conn_id(id),
-                        "user_type": u.map(|u| &*u.user_type),
-                        "user_id": u.map(|u| &*u.user_id),
+                        "conn_id": i.get("conn_id"),
+                        "user_type": i.get("user_type"),
+                        "user_id": i.get("user_id"),
                     })
                 })
                 .collect();
             serde_json::json!({ "topic": topic, "count": subs.len(), "subscribers": subs })
         }
-        Command::Stats => stats(shard, app, admin),
+        Command::Stats => stats(shard, app, admin).await?,
         Command::DisconnectUser { user_type, user_id } => {
+            let code = close_code::DISCONNECTED;
             let ids = g
                 .presence
                 .user_connections(&user_key(app, user_type, user_id));
             for &id in &ids {
-                to_connection(
-                    shard,
-                    id,
-                    ShardMsg::Disconnect {
-                        conn: id,
-                        code: close_code::DISCONNECTED,
-                    },
-                );
+                to_connection(shard, id, ShardMsg::Disconnect { conn: id, code });
             }
-            serde_json::json!({ "ok": true, "disconnected": ids.len() })
+            let mut n = ids.len();
+            if let Some(f) = fleet {
+                // Count them all before they go (the other nodes close theirs on the
+                // message below).
+                let everywhere = f
+                    .queries()
+                    .user_conn_ids(&app.name, user_type, user_id)
+                    .await
+                    .map_err(query_error)?;
+                n = n.max(everywhere.len());
+                let key = app.scope(&user_topic(user_type, user_id));
+                forward(Outbound::DisconnectUser { topic: &key, code })?;
+            }
+            serde_json::json!({ "ok": true, "disconnected": n })
         }
         Command::DisconnectConnection { conn_id } => {
-            let id = own_connection(shard, app, conn_id)?;
-            to_connection(
-                shard,
-                id,
-                ShardMsg::Disconnect {
-                    conn: id,
-                    code: close_code::DISCONNECTED,
-                },
-            );
+            let code = close_code::DISCONNECTED;
+            match connection(shard, app, conn_id, reach).await? {
+                Some(Held::Here(id)) => {
+                    to_connection(shard, id, ShardMsg::Disconnect { conn: id, code })
+                }
+                Some(Held::Node(node, id)) => forward(Outbound::DisconnectConn { node, id, code })?,
+                None => return Err(ApiError::new(404, "no such connection")),
+            }
             ok()
         }
     })
@@ -529,12 +687,46 @@ fn user_key(app: &App, user_type: &str, user_id: &str) -> UserKey {
     }
 }
 
-/// A connection of `app` on this node, by its wire id.
-fn own_connection(shard: &Rc<Shard>, app: &App, conn_id: &str) -> Result<u64, ApiError> {
-    let id = parse_conn_id(conn_id).ok_or_else(|| ApiError::invalid("invalid `conn_id`"))?;
-    match shard.global.presence.connection(id) {
-        Some(info) if info.app == app.index => Ok(id),
-        _ => Err(ApiError::new(404, "no such connection")),
+/// Where a connection named by the API is.
+enum Held<'a> {
+    /// On this node (numeric id).
+    Here(u64),
+    /// On another node of the fleet.
+    Node(&'a str, u64),
+}
+
+/// Find a connection of `app` by its wire id. `Ok(None)`: a command from the Redis
+/// channel naming another node's connection (that node runs it).
+async fn connection<'a>(
+    shard: &Rc<Shard>,
+    app: &App,
+    conn_id: &'a str,
+    reach: Reach,
+) -> Result<Option<Held<'a>>, ApiError> {
+    let not_found = || ApiError::new(404, "no such connection");
+    let r = parse_conn_ref(conn_id).ok_or_else(|| ApiError::invalid("invalid `conn_id`"))?;
+    match r {
+        ConnRef::Local(id) => match shard.global.presence.connection(id) {
+            Some(info) if info.app == app.index => Ok(Some(Held::Here(id))),
+            _ if reach == Reach::Node => Ok(None),
+            _ => Err(not_found()),
+        },
+        ConnRef::Remote { .. } if reach == Reach::Node => Ok(None),
+        ConnRef::Remote { node, id } => {
+            let Some(f) = shard.global.broker.fleet() else {
+                return Err(not_found());
+            };
+            // Ask the holder's presence: it must exist and belong to this app.
+            match f
+                .queries()
+                .connection_info(&app.name, node, conn_id)
+                .await
+                .map_err(query_error)?
+            {
+                Some(_) => Ok(Some(Held::Node(node, id))),
+                None => Err(not_found()),
+            }
+        }
     }
 }
 
@@ -559,70 +751,113 @@ fn to_connection(shard: &Rc<Shard>, id: u64, msg: ShardMsg) {
     }
 }
 
-fn info_json(g: &crate::runtime::Global, id: u64, i: &ConnInfo) -> serde_json::Value {
-    let u = i.user.as_ref();
-    let app = g.apps.get(usize::from(i.app));
-    serde_json::json!({
-        "conn_id": crate::hub::conn::format_conn_id(id),
-        "app": app.map(|a| &*a.name),
-        "endpoint": app.and_then(|a| a.endpoints().get(usize::from(i.endpoint))).map(|e| e.path.as_str()),
-        "user_type": u.map(|u| &*u.user_type),
-        "user_id": u.map(|u| &*u.user_id),
-        "connected_at": i.connected_at,
-        "remote_addr": i.remote.to_string(),
-    })
-}
-
 /// `POST /api/v1/batch {"commands": [{"method": "...", "params": {...}}, ...]}`: executed
 /// in order; one result per command (`{"ok":..}`/values or `{"error":{...}}`).
-fn batch(shard: &Rc<Shard>, caller: Caller<'_>, req: &Request) -> Result<Response, ApiError> {
+async fn batch(shard: &Rc<Shard>, caller: Caller<'_>, req: &Request) -> Result<Response, ApiError> {
     let mut body = req.body.to_vec();
     let v = simd_json::to_borrowed_value(&mut body)
         .map_err(|e| ApiError::new(400, format!("invalid JSON body: {e}")))?;
     let Some(cmds) = v.get("commands").and_then(|c| c.as_array()) else {
         return Err(ApiError::invalid("the body must be {\"commands\": [...]}"));
     };
-    if cmds.len() > MAX_BATCH {
-        return Err(ApiError::invalid(format!(
-            "at most {MAX_BATCH} commands per batch"
-        )));
-    }
-    let default_app = query_app(req);
-    let results: Vec<serde_json::Value> = cmds
-        .iter()
-        .map(|c| {
-            let run = || -> Result<serde_json::Value, ApiError> {
-                let method = c
-                    .get_str("method")
-                    .ok_or_else(|| ApiError::invalid("each command needs a `method` string"))?;
-                let empty = BorrowedValue::Object(Box::default());
-                let params = c.get("params").unwrap_or(&empty);
-                if !params.is_object() {
-                    return Err(ApiError::invalid("`params` must be an object"));
-                }
-                let app = resolve_app(
-                    shard,
-                    caller,
-                    params.get_str("app").or(default_app.as_deref()),
-                )?;
-                let cmd = Command::parse(method, params)?;
-                execute(shard, app, caller_is_admin(caller), cmd)
-            };
-            run().unwrap_or_else(
-                |e| serde_json::json!({ "error": { "status": e.status, "message": e.message } }),
-            )
-        })
-        .collect();
+    let results = run_list(shard, caller, query_app(req).as_deref(), cmds, Reach::Fleet).await?;
     Ok(Response::json(
         200,
         serde_json::json!({ "results": results }).to_string(),
     ))
 }
 
-fn stats(shard: &Rc<Shard>, app: &App, admin: bool) -> serde_json::Value {
+/// Run a list of `{"method": ..., "params": {...}}` in order; one result each.
+async fn run_list(
+    shard: &Rc<Shard>,
+    caller: Caller<'_>,
+    default_app: Option<&str>,
+    cmds: &[BorrowedValue<'_>],
+    reach: Reach,
+) -> Result<Vec<serde_json::Value>, ApiError> {
+    if cmds.len() > MAX_BATCH {
+        return Err(ApiError::invalid(format!(
+            "at most {MAX_BATCH} commands per batch"
+        )));
+    }
+    let mut results = Vec::with_capacity(cmds.len());
+    for c in cmds {
+        let r = run_item(shard, caller, default_app, c, reach).await;
+        results.push(r.unwrap_or_else(
+            |e| serde_json::json!({ "error": { "status": e.status, "message": e.message } }),
+        ));
+    }
+    Ok(results)
+}
+
+async fn run_item(
+    shard: &Rc<Shard>,
+    caller: Caller<'_>,
+    default_app: Option<&str>,
+    c: &BorrowedValue<'_>,
+    reach: Reach,
+) -> Result<serde_json::Value, ApiError> {
+    let method = c
+        .get_str("method")
+        .ok_or_else(|| ApiError::invalid("each command needs a `method` string"))?;
+    let empty = BorrowedValue::Object(Box::default());
+    let params = c.get("params").unwrap_or(&empty);
+    if !params.is_object() {
+        return Err(ApiError::invalid("`params` must be an object"));
+    }
+    let app = resolve_app(shard, caller, params.get_str("app").or(default_app))?;
+    let cmd = Command::parse(method, params)?;
+    execute(shard, app, caller_is_admin(caller), reach, cmd).await
+}
+
+/// A command from `PUBLISH ringcast:api:{app} <json>`: one `{"method", "params"}` or
+/// `{"commands": [...]}`, run on this node's connections (every node receives it).
+/// Nobody waits for an answer, so failures are logged and counted.
+pub async fn run_channel_command(shard: Rc<Shard>, app: u16, body: bytes::Bytes) {
+    let Some(app) = shard.global.apps.get(usize::from(app)) else {
+        return;
+    };
+    let mut buf = body.to_vec();
+    let outcome = match simd_json::to_borrowed_value(&mut buf) {
+        Err(e) => Err(ApiError::new(400, format!("invalid JSON: {e}"))),
+        Ok(v) => match v.get("commands").and_then(|c| c.as_array()) {
+            Some(list) => run_list(&shard, Caller::App(app), None, list, Reach::Node)
+                .await
+                .map(|results| {
+                    results
+                        .into_iter()
+                        .filter_map(|r| r.get("error").map(|e| e.to_string()))
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                }),
+            None => run_item(&shard, Caller::App(app), None, &v, Reach::Node)
+                .await
+                .map(|_| String::new()),
+        },
+    };
+    let failed = match outcome {
+        Ok(errors) if errors.is_empty() => return,
+        Ok(errors) => errors,
+        Err(e) => format!("{} {}", e.status, e.message),
+    };
+    ShardCounters::add(&shard.counters().api_channel_errors, 1);
+    tracing::warn!(
+        app = &*app.name,
+        "command from ringcast:api:{}: {failed}",
+        app.name
+    );
+}
+
+async fn stats(shard: &Rc<Shard>, app: &App, admin: bool) -> Result<serde_json::Value, ApiError> {
     let g = &shard.global;
     let get = ShardCounters::get;
-    let (conns, authed) = g.presence.counts(Some(app.index));
+    let (conns, authed) = match g.broker.fleet() {
+        Some(f) => {
+            let (c, a) = f.queries().counts(&app.name).await.map_err(query_error)?;
+            (c as usize, a as usize)
+        }
+        None => g.presence.counts(Some(app.index)),
+    };
     let mut body = serde_json::json!({
         "app": &*app.name,
         "app_connections": conns,
@@ -666,6 +901,9 @@ fn stats(shard: &Rc<Shard>, app: &App, admin: bool) -> serde_json::Value {
             o.insert(name.into(), total.into());
         }
         o.insert("shards".into(), shards.into());
+        if let Some(f) = g.broker.fleet() {
+            o.insert("redis".into(), f.status_json());
+        }
     }
-    body
+    Ok(body)
 }

@@ -54,8 +54,14 @@ pub struct ServerSection {
     /// Key that authorizes API calls for every app (`Authorization: apikey KEY`).
     /// Default unset (only the per-app keys work).
     pub admin_key: Option<String>,
-    /// Redis URL (`redis://` or `rediss://`) for a later multi-node feature. Default unset.
+    /// Redis URL (`redis://[:password@]host:port[/db]`): this node joins the fleet of
+    /// every node using the same Redis. Default unset (one node, in-memory broker).
     pub redis: Option<String>,
+    /// Redis Cluster seed URLs, instead of `redis` (topics use sharded pub/sub).
+    /// Default empty.
+    pub redis_cluster: Vec<String>,
+    /// This node's id in the fleet (letters, digits, `_`). Default: random at start.
+    pub node_id: Option<String>,
     /// How long a presence entry lives without being refreshed. Default `60s`.
     #[serde(deserialize_with = "de_duration")]
     pub presence_ttl: Duration,
@@ -74,6 +80,8 @@ impl Default for ServerSection {
             admin_listen: None,
             admin_key: None,
             redis: None,
+            redis_cluster: Vec::new(),
+            node_id: None,
             presence_ttl: Duration::from_secs(60),
             log_level: "info".into(),
             dev: false,
@@ -1084,11 +1092,33 @@ impl FileConfig {
                 p.add("server.admin_key", why);
             }
         }
-        if let Some(r) = &s.redis {
-            if !(r.starts_with("redis://") || r.starts_with("rediss://")) || r.len() <= 9 {
+        let redis_url = |path: &str, r: &str, p: &mut Problems| {
+            if r.starts_with("rediss://") {
+                p.add(path, format!("\"{r}\": TLS to Redis (rediss://) is not supported yet; reach Redis over a private network or a TLS tunnel and use redis://"));
+            } else if !r.starts_with("redis://") || r.len() <= 8 {
                 p.add(
-                    "server.redis",
-                    format!("\"{r}\" is not a redis:// or rediss:// URL, e.g. \"redis://127.0.0.1:6379/0\""),
+                    path,
+                    format!("\"{r}\" is not a redis:// URL, e.g. \"redis://127.0.0.1:6379/0\""),
+                );
+            }
+        };
+        if let Some(r) = &s.redis {
+            redis_url("server.redis", r, p);
+        }
+        for r in &s.redis_cluster {
+            redis_url("server.redis_cluster", r, p);
+        }
+        if s.redis.is_some() && !s.redis_cluster.is_empty() {
+            p.add(
+                "server.redis_cluster",
+                "set either `redis` or `redis_cluster`, not both",
+            );
+        }
+        if let Some(n) = &s.node_id {
+            if !crate::hub::conn::valid_node_id(n) {
+                p.add(
+                    "server.node_id",
+                    format!("\"{n}\": use 1-32 letters, digits or `_`"),
                 );
             }
         }
@@ -1588,8 +1618,13 @@ shards = 0
 # admin_listen = "127.0.0.1:9090"
 # Key for the HTTP API of every app ("Authorization: apikey KEY"). Default unset.
 # admin_key = "a-long-random-string"
-# Redis URL, for running several nodes (later feature). Default unset.
+# Redis URL: every node using the same Redis behaves as one server. Default unset
+# (a single node with the in-memory broker).
 # redis = "redis://127.0.0.1:6379/0"
+# Or Redis Cluster seed URLs (topics then use sharded pub/sub). Default unset.
+# redis_cluster = ["redis://10.0.0.1:7000", "redis://10.0.0.2:7000"]
+# This node's id in the fleet (letters, digits, _). Default: random at start.
+# node_id = "node_1"
 # How long a presence entry lives without a refresh. Default "60s".
 presence_ttl = "60s"
 # Log filter: error, warn, info, debug, trace, or e.g. "ringcast=debug,info". Default "info".

@@ -423,9 +423,20 @@ fn redis_url() {
     cfg.server.redis = Some("redis://127.0.0.1:6379/0".into());
     assert_ok(&cfg);
     cfg.server.redis = Some("rediss://cache.internal".into());
-    assert_ok(&cfg);
+    assert_one(&cfg, "server.redis", "not supported yet");
     cfg.server.redis = Some("127.0.0.1:6379".into());
     assert_one(&cfg, "server.redis", "redis://");
+    cfg.server.redis = Some("redis://a:1".into());
+    cfg.server.redis_cluster = vec!["redis://b:1".into()];
+    assert_one(&cfg, "server.redis_cluster", "not both");
+    cfg.server.redis = None;
+    cfg.server.redis_cluster.push("b:2".into());
+    assert_one(&cfg, "server.redis_cluster", "redis://");
+    cfg.server.redis_cluster.clear();
+    cfg.server.node_id = Some("node-1".into());
+    assert_one(&cfg, "server.node_id", "letters");
+    cfg.server.node_id = Some("node_1".into());
+    assert_ok(&cfg);
 }
 
 #[test]

@@ -52,6 +52,15 @@ pub struct Config {
     pub connect_attempts_per_ip_per_minute: u32,
     /// JWT keys for the flag-configured app.
     pub jwt: file::JwtConfig,
+    /// Redis URL: run as one node of a fleet sharing this Redis (`None`: one node,
+    /// in-memory broker).
+    pub redis: Option<String>,
+    /// Redis Cluster seed URLs (sharded pub/sub); exclusive with `redis`.
+    pub redis_cluster: Vec<String>,
+    /// This node's id in the fleet (default: random).
+    pub node_id: Option<String>,
+    /// Presence entries in Redis expire this long after the node's last refresh.
+    pub presence_ttl: Duration,
 }
 
 impl Default for Config {
@@ -78,6 +87,10 @@ impl Default for Config {
             messages_per_second: 50.0,
             message_burst: 100.0,
             connect_attempts_per_ip_per_minute: 0,
+            redis: None,
+            redis_cluster: Vec::new(),
+            node_id: None,
+            presence_ttl: Duration::from_secs(60),
             jwt: Default::default(),
         }
     }

@@ -277,8 +277,64 @@ impl ConnHandle {
 /// Shard index encoded in a connection id.
 pub const SHARD_SHIFT: u32 = 48;
 
+/// This node's id in a fleet (Redis broker), set once at start; unset on a single node.
+static NODE_ID: std::sync::OnceLock<Box<str>> = std::sync::OnceLock::new();
+
+/// Set this node's fleet id (once, before serving). Connection ids then read
+/// `"{node}-{shard}-{sequence}"`, so any node can tell which node holds a connection.
+pub fn set_node_id(node: &str) -> bool {
+    NODE_ID.set(node.into()).is_ok()
+}
+
+/// This node's fleet id, when it is part of one.
+pub fn node_id() -> Option<&'static str> {
+    NODE_ID.get().map(|n| &**n)
+}
+
+/// A valid node id: 1–32 letters, digits or `_` (no `-`, which separates id parts).
+pub fn valid_node_id(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 32 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
 pub fn format_conn_id(id: u64) -> String {
-    format!("{}-{}", id >> SHARD_SHIFT, id & ((1 << SHARD_SHIFT) - 1))
+    let (shard, seq) = (id >> SHARD_SHIFT, id & ((1 << SHARD_SHIFT) - 1));
+    match node_id() {
+        Some(node) => format!("{node}-{shard}-{seq}"),
+        None => format!("{shard}-{seq}"),
+    }
+}
+
+/// Where a connection id points.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnRef<'a> {
+    /// A connection of this node (numeric id).
+    Local(u64),
+    /// A connection held by another node of the fleet.
+    Remote { node: &'a str, id: u64 },
+}
+
+/// Parse a wire connection id: `"{shard}-{sequence}"`, or `"{node}-{shard}-{sequence}"`
+/// in a fleet. An id naming this node is `Local`; without a fleet only local ids exist.
+pub fn parse_conn_ref(s: &str) -> Option<ConnRef<'_>> {
+    parse_conn_ref_as(s, node_id())
+}
+
+fn parse_conn_ref_as<'a>(s: &'a str, me: Option<&str>) -> Option<ConnRef<'a>> {
+    let (node, rest) = match s.split('-').count() {
+        2 => (None, s),
+        3 => {
+            let (n, r) = s.split_once('-')?;
+            (Some(n), r)
+        }
+        _ => return None,
+    };
+    let id = parse_conn_id(rest)?;
+    match (node, me) {
+        (None, _) => Some(ConnRef::Local(id)),
+        (Some(n), Some(me)) if n == me => Some(ConnRef::Local(id)),
+        (Some(n), Some(_)) if valid_node_id(n) => Some(ConnRef::Remote { node: n, id }),
+        _ => None,
+    }
 }
 
 /// Parse `"{shard}-{sequence}"` back into the numeric id.
@@ -324,6 +380,25 @@ mod tests {
         assert_eq!(parse_conn_id("x-1"), None);
         assert_eq!(parse_conn_id("1"), None);
         assert_eq!(parse_conn_id("99999999-1"), None);
+    }
+
+    #[test]
+    fn fleet_conn_ids_name_their_node() {
+        let id = 1u64 << SHARD_SHIFT | 5;
+        assert_eq!(parse_conn_ref_as("1-5", None), Some(ConnRef::Local(id)));
+        assert_eq!(parse_conn_ref_as("a1-1-5", None), None);
+        assert_eq!(
+            parse_conn_ref_as("a1-1-5", Some("a1")),
+            Some(ConnRef::Local(id))
+        );
+        assert_eq!(
+            parse_conn_ref_as("b2-1-5", Some("a1")),
+            Some(ConnRef::Remote { node: "b2", id })
+        );
+        assert_eq!(parse_conn_ref_as("b.2-1-5", Some("a1")), None);
+        assert_eq!(parse_conn_ref_as("b2-1-5-6", Some("a1")), None);
+        assert_eq!(parse_conn_ref_as("b2-x-5", Some("a1")), None);
+        assert!(valid_node_id("node_7") && !valid_node_id("") && !valid_node_id("a-b"));
     }
 
     #[test]

@@ -24,6 +24,7 @@ use std::sync::Arc;
 
 pub use conn::{CloseReason, ConnHandle, Identity};
 
+use crate::broker::Broker;
 use crate::metrics::ShardCounters;
 use crate::presence::Presence;
 use crate::runtime::mesh::{Mesh, ShardMsg, Target};
@@ -140,6 +141,8 @@ pub struct Hub {
     shard: usize,
     /// Node-wide registry told of every membership change (not of messages).
     presence: Arc<Presence>,
+    /// Told of this shard's first and last subscriber of each topic.
+    broker: Arc<dyn Broker>,
     conns: HashMap<u64, Rc<ConnHandle>>,
     topics: HashMap<Arc<str>, Topic>,
     remote: HashMap<Arc<str>, u64>,
@@ -147,10 +150,11 @@ pub struct Hub {
 }
 
 impl Hub {
-    pub fn new(shard: usize, presence: Arc<Presence>) -> Self {
+    pub fn new(shard: usize, presence: Arc<Presence>, broker: Arc<dyn Broker>) -> Self {
         Hub {
             shard,
             presence,
+            broker,
             conns: HashMap::new(),
             topics: HashMap::new(),
             remote: HashMap::new(),
@@ -215,7 +219,6 @@ impl Hub {
             self.presence.subscribed(&topic, h.id);
         }
         ShardCounters::add(&c.subscriptions, 1);
-        let others = mesh.shards() - 1;
         match self.topics.get_mut(&topic) {
             Some(t) => {
                 if let Some(p) = t.pending.as_mut() {
@@ -224,9 +227,12 @@ impl Hub {
                 }
                 t.subs.insert(h.clone());
             }
-            None if others > 0 => {
+            None => {
+                // The first local subscriber: the other shards, and the broker (other
+                // nodes), must route the topic here before the join is confirmed.
                 self.next_gen += 1;
                 let gen = self.next_gen;
+                let mut acks = 0;
                 for dst in (0..mesh.shards()).filter(|&d| d != self.shard) {
                     mesh.send(
                         dst,
@@ -237,25 +243,24 @@ impl Hub {
                             gen,
                         },
                     );
+                    acks += 1;
                 }
-                let pending = Pending {
-                    gen,
-                    acks_left: others,
-                    waiters: vec![(h.clone(), ready)],
-                };
-                self.topics.insert(
-                    topic,
-                    Topic {
-                        subs: Members::default(),
-                        pending: Some(Box::new(pending)),
-                    },
-                );
-                return Joined::Pending;
-            }
-            None => {
+                if self.broker.interest(self.shard, &topic, true, gen) {
+                    acks += 1;
+                }
                 let mut t = Topic::default();
-                t.subs.insert(h.clone());
-                self.topics.insert(topic, t);
+                if acks == 0 {
+                    t.subs.insert(h.clone());
+                    self.topics.insert(topic, t);
+                } else {
+                    t.pending = Some(Box::new(Pending {
+                        gen,
+                        acks_left: acks,
+                        waiters: vec![(h.clone(), ready)],
+                    }));
+                    self.topics.insert(topic, t);
+                    return Joined::Pending;
+                }
             }
         }
         if let Some(f) = ready {
@@ -301,6 +306,7 @@ impl Hub {
     }
 
     fn announce_gone(&self, topic: &Arc<str>, mesh: &Rc<Mesh>) {
+        self.broker.interest(self.shard, topic, false, 0);
         for dst in (0..mesh.shards()).filter(|&d| d != self.shard) {
             mesh.send(
                 dst,
@@ -427,6 +433,8 @@ impl Hub {
                 }
             }
             ShardMsg::InterestAck { topic, gen } => self.on_ack(topic, gen, mesh, c),
+            // Run by the shard, not the hub (see runtime::shard).
+            ShardMsg::Api { .. } => {}
         }
     }
 

@@ -96,7 +96,7 @@ pub async fn serve_connection(shard: Rc<Shard>, mut stream: TcpStream, peer: Soc
             );
             return;
         }
-        let resp = route(&shard, &req);
+        let resp = route(&shard, &req).await;
         let keep = req.keep_alive() && resp.status < 400;
         if http::write_response(&mut stream, &resp, keep)
             .await
@@ -109,7 +109,7 @@ pub async fn serve_connection(shard: Rc<Shard>, mut stream: TcpStream, peer: Soc
 }
 
 /// Non-WebSocket routes.
-fn route(shard: &Rc<Shard>, req: &Request) -> Response {
+async fn route(shard: &Rc<Shard>, req: &Request) -> Response {
     let get_only = |r: Response| {
         if req.method == "GET" {
             r
@@ -120,7 +120,7 @@ fn route(shard: &Rc<Shard>, req: &Request) -> Response {
     match req.path.as_str() {
         "/health" => get_only(health(shard)),
         "/" if shard.config().dev => get_only(Response::html(DEV_PAGE)),
-        p if p.starts_with("/api/") => crate::api::handle(shard, req),
+        p if p.starts_with("/api/") => crate::api::handle(shard, req).await,
         _ => Response::error(404, "not found"),
     }
 }
@@ -133,7 +133,11 @@ fn health(shard: &Rc<Shard>) -> Response {
     };
     Response::json(
         200,
-        serde_json::json!({ "status": status, "broker": b.name() }).to_string(),
+        match b.fleet() {
+            Some(f) => serde_json::json!({ "status": status, "broker": b.name(), "redis": f.status_json() }),
+            None => serde_json::json!({ "status": status, "broker": b.name() }),
+        }
+        .to_string(),
     )
 }
 

@@ -524,7 +524,9 @@ fn publish_from(shard: &Rc<Shard>, key: &Arc<str>, frame: &Bytes) {
         .hub
         .borrow()
         .publish(key, frame, &shard.mesh, shard.counters());
-    shard
+    // A client's publish is fire-and-forget: when the other nodes cannot be reached it
+    // is delivered on this node only, and the broker counts the failure.
+    let _ = shard
         .global
         .broker
         .forward(Outbound::Topic { topic: key, frame });

@@ -62,8 +62,30 @@ impl<K: Hash + Eq, V> Striped<K, V> {
     }
 }
 
+/// A change to the registry, for a mirror that copies it elsewhere (Redis). It names
+/// *what* changed; the mirror reads the current state back when it writes, so a burst
+/// of changes to one thing costs one write.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Change {
+    /// A connection opened, closed, or became a user.
+    Conn { app: u16, id: u64 },
+    /// A user's set of connections changed.
+    User(UserKey),
+    /// A tracked topic's subscribers changed (scoped key).
+    Topic(Arc<str>),
+}
+
+/// Told of every change; must be quick and must not block (it runs on the shards).
+pub trait Mirror: Send + Sync {
+    fn changed(&self, change: Change);
+}
+
 /// The node's presence registry.
 pub struct Presence {
+    mirror: std::sync::OnceLock<Arc<dyn Mirror>>,
+    /// Per app: (connections, authenticated connections), kept as they change so
+    /// counting is O(apps), not O(connections).
+    counts: Mutex<HashMap<u16, (usize, usize)>>,
     /// A user's connections; most users have one, kept inline.
     users: Striped<UserKey, conn_ids::Ids>,
     conns: Striped<u64, ConnInfo>,
@@ -74,6 +96,8 @@ pub struct Presence {
 impl Default for Presence {
     fn default() -> Self {
         Presence {
+            mirror: std::sync::OnceLock::new(),
+            counts: Mutex::new(HashMap::new()),
             users: Striped::new(),
             conns: Striped::new(),
             topics: Striped::new(),
@@ -82,19 +106,55 @@ impl Default for Presence {
 }
 
 impl Presence {
+    /// Copy every change to `mirror` from now on (set once, at start).
+    pub fn set_mirror(&self, mirror: Arc<dyn Mirror>) -> bool {
+        self.mirror.set(mirror).is_ok()
+    }
+
+    fn tell(&self, change: impl FnOnce() -> Change) {
+        if let Some(m) = self.mirror.get() {
+            m.changed(change());
+        }
+    }
+
+    /// Adjust an app's (connections, authenticated) counts.
+    fn count(&self, app: u16, conns: isize, authed: isize) {
+        let mut m = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        let c = m.entry(app).or_default();
+        c.0 = c.0.saturating_add_signed(conns);
+        c.1 = c.1.saturating_add_signed(authed);
+        if *c == (0, 0) {
+            m.remove(&app);
+        }
+    }
+
     pub fn connection_opened(&self, id: u64, info: ConnInfo) {
+        let app = info.app;
+        self.count(app, 1, info.user.is_some() as isize);
         self.conns.lock(&id).insert(id, info);
+        self.tell(|| Change::Conn { app, id });
     }
 
     /// Record that connection `id` is `user`; returns how many connections the user has now.
     pub fn user_joined(&self, id: u64, user: UserKey) -> usize {
-        if let Some(info) = self.conns.lock(&id).get_mut(&id) {
-            info.user = Some(user.clone());
+        let was_anonymous = self
+            .conns
+            .lock(&id)
+            .get_mut(&id)
+            .is_some_and(|info| info.user.replace(user.clone()).is_none());
+        if was_anonymous {
+            self.count(user.app, 0, 1);
         }
-        let mut users = self.users.lock(&user);
-        let list = users.entry(user).or_default();
-        list.insert(id);
-        list.len()
+        self.tell(|| Change::Conn { app: user.app, id });
+        let n = {
+            let mut users = self.users.lock(&user);
+            let list = users.entry(user.clone()).or_default();
+            list.insert(id);
+            list.len()
+        };
+        // After the change: the mirror reads the state back later.
+        self.tell(|| Change::User(user));
+        n
     }
 
     /// How many connections `user` has now.
@@ -122,13 +182,19 @@ impl Presence {
             .get_mut(&id)
             .and_then(|i| i.user.take());
         if let Some(user) = user {
+            self.count(user.app, 0, -1);
+            self.tell(|| Change::Conn { app: user.app, id });
             self.forget_user_conn(&user, id);
         }
     }
 
     pub fn connection_closed(&self, id: u64) {
-        let info = self.conns.lock(&id).remove(&id);
-        if let Some(user) = info.and_then(|i| i.user) {
+        let Some(info) = self.conns.lock(&id).remove(&id) else {
+            return;
+        };
+        self.count(info.app, -1, -(info.user.is_some() as isize));
+        self.tell(|| Change::Conn { app: info.app, id });
+        if let Some(user) = info.user {
             self.forget_user_conn(&user, id);
         }
     }
@@ -143,6 +209,7 @@ impl Presence {
                 }
             }
         }
+        self.tell(|| Change::User(user.clone()));
     }
 
     pub fn connection(&self, id: u64) -> Option<ConnInfo> {
@@ -155,16 +222,44 @@ impl Presence {
             .entry(topic.clone())
             .or_default()
             .insert(id);
+        self.tell(|| Change::Topic(topic.clone()));
     }
 
-    pub fn unsubscribed(&self, topic: &str, id: u64) {
-        let mut t = self.topics.lock(topic);
-        if let Some(set) = t.get_mut(topic) {
-            set.remove(&id);
-            if set.is_empty() {
-                t.remove(topic);
+    pub fn unsubscribed(&self, topic: &Arc<str>, id: u64) {
+        let removed = {
+            let mut t = self.topics.lock(&**topic);
+            match t.get_mut(&**topic) {
+                Some(set) => {
+                    let removed = set.remove(&id);
+                    if set.is_empty() {
+                        t.remove(&**topic);
+                    }
+                    removed
+                }
+                None => false,
             }
+        };
+        if removed {
+            self.tell(|| Change::Topic(topic.clone()));
         }
+    }
+
+    /// Every connection of an app on this node (for rewriting a mirror).
+    pub fn app_connections(&self, app: u16) -> Vec<u64> {
+        let mut v = Vec::new();
+        for m in self.conns.all() {
+            v.extend(m.iter().filter(|(_, i)| i.app == app).map(|(&id, _)| id));
+        }
+        v
+    }
+
+    /// Every tracked topic with subscribers on this node (for rewriting a mirror).
+    pub fn tracked_topics(&self) -> Vec<Arc<str>> {
+        let mut v = Vec::new();
+        for m in self.topics.all() {
+            v.extend(m.keys().cloned());
+        }
+        v
     }
 
     pub fn topic_subscribers(&self, topic: &str) -> Vec<u64> {
@@ -196,16 +291,42 @@ impl Presence {
 
     /// Connections of an app (all apps when `None`), and how many are authenticated.
     pub fn counts(&self, app: Option<u16>) -> (usize, usize) {
-        let mut total = 0;
-        let mut authed = 0;
-        for m in self.conns.all() {
-            for info in m.values().filter(|i| app.is_none_or(|a| i.app == a)) {
-                total += 1;
-                authed += info.user.is_some() as usize;
-            }
-        }
-        (total, authed)
+        let m = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        m.iter()
+            .filter(|(a, _)| app.is_none_or(|x| x == **a))
+            .fold((0, 0), |(t, u), (_, c)| (t + c.0, u + c.1))
     }
+}
+
+/// A connection as the API shows it (and as the Redis broker stores it).
+pub fn info_json(apps: &[crate::app::App], id: u64, i: &ConnInfo) -> serde_json::Value {
+    let app = apps.get(usize::from(i.app));
+    info_json_with(
+        app.map(|a| &*a.name),
+        app.and_then(|a| a.endpoints().get(usize::from(i.endpoint)))
+            .map(|e| e.path.as_str()),
+        id,
+        i,
+    )
+}
+
+/// [`info_json`] given the app's name and the endpoint's path.
+pub fn info_json_with(
+    app: Option<&str>,
+    endpoint: Option<&str>,
+    id: u64,
+    i: &ConnInfo,
+) -> serde_json::Value {
+    let u = i.user.as_ref();
+    serde_json::json!({
+        "conn_id": crate::hub::conn::format_conn_id(id),
+        "app": app,
+        "endpoint": endpoint,
+        "user_type": u.map(|u| &*u.user_type),
+        "user_id": u.map(|u| &*u.user_id),
+        "connected_at": i.connected_at,
+        "remote_addr": i.remote.to_string(),
+    })
 }
 
 /// A set of connection ids that stores one id inline and spills to a `Vec` only for
@@ -323,8 +444,8 @@ mod tests {
         p.subscribed(&t, 5);
         p.subscribed(&t, 4);
         assert_eq!(p.topic_subscribers("a|chat:1"), vec![4, 5]);
-        p.unsubscribed("a|chat:1", 4);
-        p.unsubscribed("a|chat:1", 5);
+        p.unsubscribed(&t, 4);
+        p.unsubscribed(&t, 5);
         assert!(p.topic_subscribers("a|chat:1").is_empty());
     }
 }

@@ -38,6 +38,9 @@ pub enum ShardMsg {
     InterestAck { topic: Arc<str>, gen: u64 },
     /// Close a connection (by numeric id) with the given code.
     Disconnect { conn: u64, code: u16 },
+    /// A backend command from the Redis command channel (`ringcast:api:{app}`), JSON
+    /// as in the HTTP API, to run on this node's connections.
+    Api { app: u16, body: Bytes },
 }
 
 /// A batch: what one shard sends another per tick.

@@ -11,6 +11,7 @@ use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 
 use crate::app::App;
+use crate::broker::fleet::{FleetConfig, RedisBroker};
 use crate::broker::{memory::MemoryBroker, Broker};
 use crate::config::Config;
 use crate::hooks::HookClient;
@@ -27,7 +28,7 @@ pub struct Global {
     /// The app table; a connection's `app` indexes it.
     pub apps: Vec<App>,
     pub counters: Vec<ShardCounters>,
-    pub broker: Box<dyn Broker>,
+    pub broker: Arc<dyn Broker>,
     pub presence: Arc<Presence>,
     pub hooks: HookClient,
     /// Per-IP upgrade attempts in the current minute (connect path only).
@@ -78,6 +79,55 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
     serve_apps(config, apps)
 }
 
+/// The Redis broker, when the config names a Redis (or a cluster).
+fn start_fleet(
+    config: &Config,
+    apps: &[App],
+    presence: &Arc<Presence>,
+) -> anyhow::Result<Option<RedisBroker>> {
+    let cluster = !config.redis_cluster.is_empty();
+    let url = match (&config.redis, cluster) {
+        (None, false) => return Ok(None),
+        (Some(_), true) => anyhow::bail!("set either --redis or --redis-cluster, not both"),
+        (Some(u), false) => u.clone(),
+        (None, true) => config.redis_cluster[0].clone(),
+    };
+    for u in std::iter::once(&url).chain(&config.redis_cluster) {
+        if !u.starts_with("redis://") {
+            anyhow::bail!(
+                "redis: a Redis URL must start with redis:// (TLS, rediss://, is not supported yet)"
+            );
+        }
+    }
+    let node_id = match &config.node_id {
+        Some(n) if crate::hub::conn::valid_node_id(n) => n.clone(),
+        Some(n) => anyhow::bail!("node id \"{n}\": use 1-32 letters, digits or `_`"),
+        None => random_node_id(),
+    };
+    crate::hub::conn::set_node_id(&node_id);
+    let fc = FleetConfig {
+        redis: crate::broker::redis::RedisConfig::new(url),
+        cluster: cluster.then(|| config.redis_cluster.clone()),
+        node_id,
+        presence_ttl: config
+            .presence_ttl
+            .max(std::time::Duration::from_millis(300)),
+        presence_flush: std::time::Duration::from_millis(10),
+    };
+    let b = RedisBroker::start(fc, apps, presence.clone()).context("starting the Redis broker")?;
+    tracing::info!(node = b.node(), cluster, "fleet mode: Redis broker");
+    Ok(Some(b))
+}
+
+fn random_node_id() -> String {
+    use rand::Rng as _;
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    let mut rng = rand::rng();
+    (0..10)
+        .map(|_| char::from(ALPHABET[rng.random_range(0..ALPHABET.len())]))
+        .collect()
+}
+
 /// Run the server until the process is stopped.
 pub fn serve_apps(config: Config, apps: Vec<App>) -> anyhow::Result<()> {
     let n = config.shards.clamp(1, MAX_SHARDS);
@@ -89,11 +139,17 @@ pub fn serve_apps(config: Config, apps: Vec<App>) -> anyhow::Result<()> {
              /echo is open. Do not expose this server; use `ringcast serve` with a config in production."
         );
     }
+    let presence = Arc::new(Presence::default());
+    let fleet = start_fleet(&config, &apps, &presence)?;
+    let broker: Arc<dyn Broker> = match &fleet {
+        Some(f) => Arc::new(f.clone()),
+        None => Arc::new(MemoryBroker),
+    };
     let global = Arc::new(Global {
         apps,
         counters: (0..n).map(|_| ShardCounters::default()).collect(),
-        broker: Box::new(MemoryBroker),
-        presence: Arc::new(Presence::default()),
+        broker,
+        presence,
         hooks: HookClient::start().context("starting the hook thread")?,
         attempts: Default::default(),
         started: std::time::SystemTime::now(),
@@ -103,6 +159,9 @@ pub fn serve_apps(config: Config, apps: Vec<App>) -> anyhow::Result<()> {
         },
     });
     let (senders, receivers): (Vec<_>, Vec<_>) = (0..n).map(|_| flume::unbounded()).unzip();
+    if let Some(f) = &fleet {
+        f.attach(senders.clone());
+    }
     let cores = core_affinity::get_core_ids().unwrap_or_default();
     let mut threads = Vec::with_capacity(n);
     for (id, (listener, inbox)) in listeners.into_iter().zip(receivers).enumerate() {

@@ -6,7 +6,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::mesh::{Batch, Mesh};
+use super::mesh::{Batch, Mesh, ShardMsg};
 use super::Global;
 use crate::hub::{conn::SHARD_SHIFT, CloseReason, Hub};
 use crate::metrics::ShardCounters;
@@ -105,7 +105,7 @@ pub fn run(
     rt.block_on(async move {
         let shard = Rc::new(Shard {
             id,
-            hub: RefCell::new(Hub::new(id, global.presence.clone())),
+            hub: RefCell::new(Hub::new(id, global.presence.clone(), global.broker.clone())),
             mesh: Mesh::new(id, senders),
             read_buf: RefCell::new(BytesMut::with_capacity(64 * 1024)),
             scratch: RefCell::new(Vec::with_capacity(4096)),
@@ -165,7 +165,12 @@ async fn drain_inbox(shard: Rc<Shard>, inbox: flume::Receiver<Batch>) {
             ShardCounters::add(&c.mesh_batches_in, 1);
             ShardCounters::add(&c.mesh_messages_in, b.len() as u64);
             for m in b {
-                hub.on_mesh(m, &shard.mesh, c);
+                match m {
+                    ShardMsg::Api { app, body } => {
+                        monoio::spawn(crate::api::run_channel_command(shard.clone(), app, body));
+                    }
+                    m => hub.on_mesh(m, &shard.mesh, c),
+                }
             }
         };
         apply(batch);

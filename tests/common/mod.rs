@@ -81,6 +81,12 @@ impl Server {
         self.child.id()
     }
 
+    /// SIGKILL the process (by its PID) and reap it: no goodbye to anyone.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("ws://{}{}", self.addr, path)
     }

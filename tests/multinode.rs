@@ -1,0 +1,341 @@
+//! Several ringcast processes sharing one real redis-server behave as one server:
+//! publishes, sends and broadcasts cross nodes exactly once, presence reads the same
+//! on every node, commands arrive through `PUBLISH ringcast:api:{app}`, a killed node's
+//! presence expires with its TTL, and a Redis restart is survived.
+mod common;
+#[path = "redis_support/mod.rs"]
+mod redis_support;
+
+use common::*;
+use redis_support::RedisServer;
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+
+/// A dev-mode node of the fleet on `redis`, 2 shards, with the given node id.
+fn node(redis: &str, id: &str, ttl: &str) -> Server {
+    Server::dev(&["--redis", redis, "--node-id", id, "--presence-ttl", ttl])
+}
+
+async fn get(srv: &Server, path: &str) -> Value {
+    let (status, body) = srv.http("GET", path, None).await;
+    assert_eq!(status, 200, "GET {path}: {body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+async fn post(srv: &Server, path: &str, body: Value) -> Value {
+    let (status, resp) = srv.http("POST", path, Some(&body.to_string())).await;
+    assert_eq!(status, 200, "POST {path}: {resp}");
+    serde_json::from_str(&resp).unwrap()
+}
+
+/// Connect as `user` and return the socket and its connection id.
+async fn user(srv: &Server, name: &str) -> (Ws, String) {
+    let mut ws = srv.connect(&format!("/ws?user_id={name}")).await;
+    let m = recv_json(&mut ws).await;
+    assert_eq!(m["type"], "auth_success", "{m}");
+    (ws, m["conn_id"].as_str().unwrap().to_owned())
+}
+
+async fn wait_redis_up(srv: &Server) {
+    eventually("node reports redis up", || async {
+        get(srv, "/health").await["status"] == "ok"
+    })
+    .await;
+}
+
+fn redis_publish(redis: &RedisServer, channel: &str, payload: &str) -> i64 {
+    redis::cmd("PUBLISH")
+        .arg(channel)
+        .arg(payload)
+        .query(&mut redis.client())
+        .unwrap()
+}
+
+#[tokio::test]
+async fn messages_cross_nodes_exactly_once() {
+    let redis = RedisServer::start();
+    let (a, b, c) = (
+        node(&redis.url(), "a", "10s"),
+        node(&redis.url(), "b", "10s"),
+        node(&redis.url(), "c", "10s"),
+    );
+    for n in [&a, &b, &c] {
+        wait_redis_up(n).await;
+    }
+    let (mut alice, alice_id) = user(&a, "alice").await;
+    let (mut bob, _) = user(&b, "bob").await;
+    assert!(alice_id.starts_with("a-"), "{alice_id}");
+    subscribe(&mut alice, "chat:1").await;
+    subscribe(&mut bob, "chat:1").await;
+
+    // Published on C the moment the subscriptions were confirmed: no sleep. Once a
+    // client has seen `subscribed`, a publish on any node reaches it.
+    post(
+        &c,
+        "/api/v1/publish",
+        json!({"topic": "chat:1", "data": {"n": 1}}),
+    )
+    .await;
+    // Published on B: B's own subscriber gets it once (locally, not again via Redis).
+    post(
+        &b,
+        "/api/v1/publish",
+        json!({"topic": "chat:1", "data": {"n": 2}}),
+    )
+    .await;
+    // A backend with only redis-py: the command channel, same JSON as the API.
+    let cmd = json!({"method": "publish", "params": {"topic": "chat:1", "data": {"n": 3}}});
+    let listeners = redis_publish(&redis, "ringcast:api:default", &cmd.to_string());
+    assert_eq!(listeners, 3, "every node listens on the command channel");
+    // Publishes from different nodes have no order between them (each node's are
+    // ordered, below); each arrives exactly once.
+    for ws in [&mut alice, &mut bob] {
+        let mut got = Vec::new();
+        for _ in 1..=3 {
+            let m = recv_json(ws).await;
+            assert_eq!(m["type"], "message", "{m}");
+            assert_eq!(m["topic"], "chat:1");
+            got.push(m["data"]["n"].as_u64().unwrap());
+        }
+        got.sort();
+        assert_eq!(got, [1, 2, 3]);
+    }
+    expect_silence(&mut alice, Duration::from_millis(300)).await;
+    expect_silence(&mut bob, Duration::from_millis(100)).await;
+
+    // What one node publishes arrives in order everywhere.
+    let batch: Vec<Value> = (10..60)
+        .map(|n| json!({"method": "publish", "params": {"topic": "chat:1", "data": {"n": n}}}))
+        .collect();
+    post(&b, "/api/v1/batch", json!({ "commands": batch })).await;
+    for ws in [&mut alice, &mut bob] {
+        for n in 10..60 {
+            let m = recv_json(ws).await;
+            assert_eq!(m["data"]["n"], n, "in order: {m}");
+        }
+    }
+
+    // Send to a user on another node, by HTTP and through the command channel (batch).
+    post(
+        &c,
+        "/api/v1/users/user/alice/send",
+        json!({"data": {"hi": "http"}}),
+    )
+    .await;
+    let batch = json!({"commands": [
+        {"method": "send_user", "params": {"user_type": "user", "user_id": "alice", "data": {"hi": "redis"}}},
+        {"method": "send_connection", "params": {"conn_id": alice_id, "data": {"hi": "conn"}}},
+    ]});
+    redis_publish(&redis, "ringcast:api:default", &batch.to_string());
+    for hi in ["http", "redis", "conn"] {
+        let m = recv_json(&mut alice).await;
+        assert_eq!(m["data"]["hi"], hi, "{m}");
+    }
+    // Send to a connection held by another node, through the HTTP API of B.
+    post(
+        &b,
+        &format!("/api/v1/connections/{alice_id}/send"),
+        json!({"data": {"direct": true}}),
+    )
+    .await;
+    let m = recv_json(&mut alice).await;
+    assert_eq!(m["data"]["direct"], true, "{m}");
+
+    // Broadcast from C reaches everyone once.
+    post(&c, "/api/v1/broadcast", json!({"data": {"all": 1}})).await;
+    for ws in [&mut alice, &mut bob] {
+        let m = recv_json(ws).await;
+        assert_eq!(m["data"]["all"], 1, "{m}");
+    }
+    expect_silence(&mut alice, Duration::from_millis(300)).await;
+    expect_silence(&mut bob, Duration::from_millis(100)).await;
+
+    // A topic nobody on A subscribed to never reaches A.
+    post(
+        &c,
+        "/api/v1/publish",
+        json!({"topic": "chat:2", "data": {}}),
+    )
+    .await;
+    expect_silence(&mut alice, Duration::from_millis(300)).await;
+
+    // Bad commands on the channel are refused and counted, never crash a node.
+    redis_publish(&redis, "ringcast:api:default", "{not json");
+    redis_publish(
+        &redis,
+        "ringcast:api:default",
+        r#"{"method":"is_online","params":{"user_type":"user","user_id":"x"}}"#,
+    );
+    redis_publish(&redis, "ringcast:t:default:chat:1", "garbage");
+    post(
+        &c,
+        "/api/v1/publish",
+        json!({"topic": "chat:1", "data": {"after": "garbage"}}),
+    )
+    .await;
+    let m = recv_json(&mut alice).await;
+    assert_eq!(m["data"]["after"], "garbage", "{m}");
+    let stats = get(&a, "/api/v1/stats").await;
+    assert!(
+        stats["redis"]["malformed"].as_u64().unwrap() >= 1,
+        "{stats}"
+    );
+}
+
+#[tokio::test]
+async fn presence_reads_the_same_on_every_node_and_disconnects_cross_nodes() {
+    let redis = RedisServer::start();
+    let (a, b, c) = (
+        node(&redis.url(), "a", "10s"),
+        node(&redis.url(), "b", "10s"),
+        node(&redis.url(), "c", "10s"),
+    );
+    for n in [&a, &b, &c] {
+        wait_redis_up(n).await;
+    }
+    let (mut alice, alice_id) = user(&a, "alice").await;
+    let (mut alice2, _) = user(&b, "alice").await;
+    let (mut bob, bob_id) = user(&b, "bob").await;
+    subscribe(&mut alice, "room:1").await;
+    subscribe(&mut bob, "room:1").await;
+    let _anon = a.connect("/ws").await;
+
+    for n in [&a, &b, &c] {
+        eventually("presence written", || async {
+            get(n, "/api/v1/users/user/alice/online").await["connections"] == 2
+        })
+        .await;
+        let online = get(n, "/api/v1/users?user_type=user").await;
+        assert_eq!(online["count"], 2, "{online}");
+        assert_eq!(online["users"][0]["user_id"], "alice");
+        assert_eq!(online["users"][1]["user_id"], "bob");
+        let conns = get(n, "/api/v1/users/user/alice/connections").await;
+        let mut nodes: Vec<&str> = conns["connections"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["node"].as_str().unwrap())
+            .collect();
+        nodes.sort();
+        assert_eq!(nodes, ["a", "b"], "{conns}");
+        let info = get(n, &format!("/api/v1/connections/{alice_id}")).await;
+        assert_eq!(info["user_id"], "alice", "{info}");
+        assert_eq!(info["node"], "a", "{info}");
+        assert_eq!(info["endpoint"], "/ws");
+        eventually("topic subscribers", || async {
+            get(n, "/api/v1/topics/room:1/subscribers").await["count"] == 2
+        })
+        .await;
+        eventually("counts", || async {
+            let s = get(n, "/api/v1/stats").await;
+            s["app_connections"] == 4 && s["app_authenticated"] == 3
+        })
+        .await;
+    }
+    let (status, _) = c.http("GET", "/api/v1/connections/a-0-999999", None).await;
+    assert_eq!(status, 404);
+    let (status, _) = c.http("GET", "/api/v1/connections/zz-0-1", None).await;
+    assert_eq!(status, 404);
+
+    // Disconnect-connection on C closes bob on B.
+    post(
+        &c,
+        &format!("/api/v1/connections/{bob_id}/disconnect"),
+        json!({}),
+    )
+    .await;
+    assert_eq!(close_code(&mut bob).await, 4000);
+
+    // Disconnect-user on B closes alice on A and on B.
+    let r = post(&b, "/api/v1/users/user/alice/disconnect", json!({})).await;
+    assert_eq!(r["disconnected"], 2, "{r}");
+    assert_eq!(close_code(&mut alice).await, 4000);
+    assert_eq!(close_code(&mut alice2).await, 4000);
+    for n in [&a, &b, &c] {
+        eventually("alice offline everywhere", || async {
+            get(n, "/api/v1/users/user/alice/online").await["online"] == false
+        })
+        .await;
+    }
+}
+
+#[tokio::test]
+async fn a_killed_node_vanishes_within_its_ttl() {
+    let redis = RedisServer::start();
+    let mut a = node(&redis.url(), "a", "2s");
+    let c = node(&redis.url(), "c", "2s");
+    wait_redis_up(&a).await;
+    wait_redis_up(&c).await;
+    let (_alice, _) = user(&a, "alice").await;
+    eventually("alice online on C", || async {
+        get(&c, "/api/v1/users/user/alice/online").await["online"] == true
+    })
+    .await;
+    let killed = Instant::now();
+    a.kill();
+    eventually("alice offline on C after the kill", || async {
+        get(&c, "/api/v1/users/user/alice/online").await["online"] == false
+    })
+    .await;
+    let gone = killed.elapsed();
+    // Never before the TTL could have run out since the last refresh (a third of it).
+    assert!(
+        gone >= Duration::from_millis(600),
+        "vanished after {gone:?}"
+    );
+    assert!(gone <= Duration::from_secs(4), "vanished after {gone:?}");
+    let online = get(&c, "/api/v1/users").await;
+    assert_eq!(online["count"], 0, "{online}");
+}
+
+#[tokio::test]
+async fn a_redis_restart_is_survived() {
+    let port = redis_support::free_port();
+    let mut redis = RedisServer::start_on(port);
+    let url = redis.url();
+    let a = node(&url, "a", "10s");
+    let b = node(&url, "b", "10s");
+    wait_redis_up(&a).await;
+    wait_redis_up(&b).await;
+    let (mut alice, _) = user(&a, "alice").await;
+    subscribe(&mut alice, "news").await;
+
+    redis.kill();
+    eventually("A says degraded", || async {
+        get(&a, "/health").await["status"] == "degraded"
+    })
+    .await;
+    // Local delivery keeps working; the remote part fails with a clear error.
+    let (status, body) = a
+        .http(
+            "POST",
+            "/api/v1/publish",
+            Some(r#"{"topic":"news","data":{"n":0}}"#),
+        )
+        .await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("this node only"), "{body}");
+    assert_eq!(recv_json(&mut alice).await["data"]["n"], 0);
+    let (status, body) = a.http("GET", "/api/v1/users/user/alice/online", None).await;
+    assert_eq!(status, 503, "{body}");
+
+    let redis = RedisServer::start_on(port);
+    wait_redis_up(&a).await;
+    wait_redis_up(&b).await;
+    // Resubscribed and presence rewritten: B reaches alice again.
+    eventually("alice online again, seen from B", || async {
+        get(&b, "/api/v1/users/user/alice/online").await["online"] == true
+    })
+    .await;
+    post(
+        &b,
+        "/api/v1/publish",
+        json!({"topic": "news", "data": {"n": 1}}),
+    )
+    .await;
+    let m = recv_json(&mut alice).await;
+    assert_eq!(m["data"]["n"], 1, "{m}");
+    let s = get(&a, "/api/v1/stats").await;
+    assert!(s["redis"]["reconnects"].as_u64().unwrap() >= 1, "{s}");
+    drop(redis);
+}
