@@ -170,3 +170,220 @@ pub fn numsub(c: &mut redis::Connection, channel: &str) -> i64 {
 pub fn numpat(c: &mut redis::Connection) -> i64 {
     redis::cmd("PUBSUB").arg("NUMPAT").query(c).unwrap()
 }
+
+/// A local Redis Cluster of `n` primaries (no replicas) on free ports, each
+/// `redis-server` started here and stopped by PID; its files live in a temporary
+/// directory removed on drop. Node `i` serves the `i`-th equal share of the slots.
+pub struct RedisCluster {
+    pub ports: Vec<u16>,
+    dir: std::path::PathBuf,
+    children: Vec<Option<Child>>,
+}
+
+/// A free port whose cluster bus port (port + 10000) is free too.
+fn free_cluster_port(taken: &[u16]) -> u16 {
+    loop {
+        let p = free_port();
+        if p <= 55_535
+            && !taken.contains(&p)
+            && TcpListener::bind(("127.0.0.1", p + 10_000)).is_ok()
+        {
+            return p;
+        }
+    }
+}
+
+impl RedisCluster {
+    /// Three primaries.
+    pub fn start() -> RedisCluster {
+        RedisCluster::start_n(3)
+    }
+
+    pub fn start_n(n: usize) -> RedisCluster {
+        assert!(n >= 1);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        let dir =
+            std::env::temp_dir().join(format!("ringcast-cluster-{}-{nanos}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("cluster temp dir");
+        let mut ports = Vec::new();
+        for _ in 0..n {
+            let p = free_cluster_port(&ports);
+            ports.push(p);
+        }
+        let mut cluster = RedisCluster {
+            ports,
+            dir,
+            children: (0..n).map(|_| None).collect(),
+        };
+        for i in 0..n {
+            // A port found free may be taken before the server binds it (tests run
+            // in parallel): then pick another.
+            for attempt in 0.. {
+                cluster.spawn(i);
+                if cluster.wait_own(i) {
+                    break;
+                }
+                assert!(attempt < 20, "no free port for a cluster node");
+                cluster.kill(i);
+                cluster.ports[i] = free_cluster_port(&cluster.ports);
+            }
+        }
+        for i in 0..n {
+            let (start, end) = cluster.range(i);
+            redis::cmd("CLUSTER")
+                .arg("ADDSLOTSRANGE")
+                .arg(start)
+                .arg(end)
+                .query::<()>(&mut cluster.client(i))
+                .expect("CLUSTER ADDSLOTSRANGE");
+        }
+        let mut c0 = cluster.client(0);
+        for &p in &cluster.ports[1..] {
+            redis::cmd("CLUSTER")
+                .arg("MEET")
+                .arg("127.0.0.1")
+                .arg(p)
+                .query::<()>(&mut c0)
+                .expect("CLUSTER MEET");
+        }
+        cluster.wait_ok(30);
+        cluster
+    }
+
+    fn spawn(&mut self, i: usize) {
+        let port = self.ports[i].to_string();
+        let conf = self.dir.join(format!("nodes-{port}.conf"));
+        let child = Command::new("redis-server")
+            .args(["--port", &port, "--bind", "127.0.0.1"])
+            .args(["--cluster-enabled", "yes"])
+            .arg("--cluster-config-file")
+            .arg(&conf)
+            .args(["--cluster-node-timeout", "1000"])
+            .args(["--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(&self.dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server on PATH");
+        self.children[i] = Some(child);
+    }
+
+    /// Waits until node `i` answers and is the process started here (not some other
+    /// test's server on the same port); false if it is not.
+    fn wait_own(&mut self, i: usize) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let pid = self.children[i].as_ref().map(Child::id);
+            let info = self
+                .try_client(i)
+                .and_then(|mut c| redis::cmd("INFO").arg("server").query::<String>(&mut c));
+            if let (Ok(info), Some(pid)) = (info, pid) {
+                return info.contains(&format!("process_id:{pid}\r\n"));
+            }
+            let exited = self.children[i]
+                .as_mut()
+                .is_none_or(|c| !matches!(c.try_wait(), Ok(None)));
+            if exited || Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The slots node `i` was given at creation, inclusive.
+    pub fn range(&self, i: usize) -> (u16, u16) {
+        let n = self.ports.len();
+        ((i * 16384 / n) as u16, ((i + 1) * 16384 / n - 1) as u16)
+    }
+
+    /// Index of the node that was given `slot` at creation.
+    pub fn node_of_slot(&self, slot: u16) -> usize {
+        (0..self.ports.len())
+            .find(|&i| {
+                let (a, b) = self.range(i);
+                a <= slot && slot <= b
+            })
+            .expect("slot in range")
+    }
+
+    /// `127.0.0.1:port` of every node.
+    pub fn seeds(&self) -> Vec<String> {
+        self.ports
+            .iter()
+            .map(|p| format!("127.0.0.1:{p}"))
+            .collect()
+    }
+
+    /// URL of node `i` (what `RedisConfig::url` takes for credentials/seed).
+    pub fn url(&self, i: usize) -> String {
+        format!("redis://127.0.0.1:{}", self.ports[i])
+    }
+
+    fn try_client(&self, i: usize) -> redis::RedisResult<redis::Connection> {
+        redis::Client::open(self.url(i))?.get_connection()
+    }
+
+    /// A plain (not cluster-aware) connection to node `i`.
+    pub fn client(&self, i: usize) -> redis::Connection {
+        self.try_client(i).expect("test client connects")
+    }
+
+    pub fn node_id(&self, i: usize) -> String {
+        redis::cmd("CLUSTER")
+            .arg("MYID")
+            .query(&mut self.client(i))
+            .expect("CLUSTER MYID")
+    }
+
+    /// Waits until every running node reports `cluster_state:ok` and knows every
+    /// node.
+    pub fn wait_ok(&self, secs: u64) {
+        let n = self.ports.len();
+        wait_for("cluster_state:ok on every node", secs, || {
+            (0..n).all(|i| {
+                self.children[i].is_none()
+                    || self
+                        .try_client(i)
+                        .and_then(|mut c| redis::cmd("CLUSTER").arg("INFO").query::<String>(&mut c))
+                        .map(|info| {
+                            info.contains("cluster_state:ok")
+                                && info.contains(&format!("cluster_known_nodes:{n}"))
+                        })
+                        .unwrap_or(false)
+            })
+        });
+    }
+
+    pub fn pid(&self, i: usize) -> u32 {
+        self.children[i].as_ref().expect("running").id()
+    }
+
+    /// SIGKILL node `i` by PID, and reap.
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut c) = self.children[i].take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts node `i` again on its port with its cluster config file (same node
+    /// id, same slots) and waits until it answers PING.
+    pub fn restart(&mut self, i: usize) {
+        assert!(self.children[i].is_none(), "node {i} is running");
+        self.spawn(i);
+        assert!(self.wait_own(i), "node {i} did not come back on its port");
+    }
+}
+
+impl Drop for RedisCluster {
+    fn drop(&mut self) {
+        for i in 0..self.children.len() {
+            self.kill(i);
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

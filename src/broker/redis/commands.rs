@@ -16,6 +16,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::time::timeout_at;
 
+use super::cluster::redirect;
 use super::conn::{self, Backoff, ConnError, Endpoint, Reader, SHRINK_ABOVE};
 use super::stats::Stats;
 use super::{guarded, lock, LinkError, Op, RedisConfig, Shared};
@@ -38,6 +39,7 @@ enum Slot {
         n: usize,
         got: Vec<Value>,
         reply: flume::Sender<Result<Vec<Value>, LinkError>>,
+        raw: bool,
     },
 }
 
@@ -173,12 +175,12 @@ async fn serve(
         for op in batch.drain(..) {
             match op {
                 Op::Publish { channel, payload } => {
-                    conn::encode_publish(&mut wbuf, channel.as_bytes(), &payload);
+                    conn::encode_publish(&mut wbuf, sh.sharded, channel.as_bytes(), &payload);
                     slots.push_back(Slot::Publish);
                     publishes += 1;
                     commands += 1;
                 }
-                Op::Commands { cmds, reply } => {
+                Op::Commands { cmds, reply, raw } => {
                     for c in &cmds {
                         c.write_packed_command(&mut wbuf);
                     }
@@ -187,6 +189,7 @@ async fn serve(
                         n: cmds.len(),
                         got: Vec::with_capacity(cmds.len()),
                         reply,
+                        raw,
                     });
                 }
             }
@@ -226,16 +229,25 @@ async fn read_replies(
             .map_err(|_| ConnError::Timeout("waiting for pipeline replies"))??;
         match front {
             Slot::Publish => {
-                if matches!(v, Value::ServerError(_)) {
+                if let Value::ServerError(e) = &v {
                     Stats::inc(&sh.stats.publish_errors);
+                    // A SPUBLISH sent to a node that no longer owns the slot: the
+                    // message is dropped (publishes are fire-and-forget), the slot map
+                    // gets refreshed.
+                    if let (Some(events), Some(r)) = (&sh.events, redirect(e)) {
+                        events.moved(r.slot);
+                    }
                 }
                 slots.pop_front();
             }
             Slot::Commands { n, got, .. } => {
                 got.push(v);
                 if got.len() == *n {
-                    if let Some(Slot::Commands { got, reply, .. }) = slots.pop_front() {
-                        let res = finish(got);
+                    if let Some(Slot::Commands {
+                        got, reply, raw, ..
+                    }) = slots.pop_front()
+                    {
+                        let res = if raw { Ok(got) } else { finish(got) };
                         if res.is_err() {
                             Stats::inc(&sh.stats.command_failures);
                         }
@@ -249,7 +261,7 @@ async fn read_replies(
 }
 
 /// A unit's replies, or its first error reply.
-fn finish(got: Vec<Value>) -> Result<Vec<Value>, LinkError> {
+pub(super) fn finish(got: Vec<Value>) -> Result<Vec<Value>, LinkError> {
     let single = got.len() == 1;
     for (i, v) in got.iter().enumerate() {
         if let Value::ServerError(e) = v {

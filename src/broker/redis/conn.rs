@@ -229,11 +229,15 @@ impl Backoff {
     }
 }
 
-/// Appends `PUBLISH channel payload` in RESP, copying the payload once, straight
-/// into the batch buffer (building a `redis::Cmd` would copy it twice). Tested
-/// byte-for-byte against `redis::cmd("PUBLISH")`.
-pub(super) fn encode_publish(out: &mut Vec<u8>, channel: &[u8], payload: &[u8]) {
-    out.extend_from_slice(b"*3\r\n$7\r\nPUBLISH\r\n");
+/// Appends `PUBLISH channel payload` (`SPUBLISH` when `sharded`) in RESP, copying
+/// the payload once, straight into the batch buffer (building a `redis::Cmd` would
+/// copy it twice). Tested byte-for-byte against `redis::cmd("PUBLISH")`.
+pub(super) fn encode_publish(out: &mut Vec<u8>, sharded: bool, channel: &[u8], payload: &[u8]) {
+    out.extend_from_slice(if sharded {
+        b"*3\r\n$8\r\nSPUBLISH\r\n"
+    } else {
+        b"*3\r\n$7\r\nPUBLISH\r\n"
+    });
     bulk(out, channel);
     bulk(out, payload);
 }
@@ -273,13 +277,12 @@ mod tests {
             ("c", &[0u8, 13, 10, 255][..]),
             ("chan", &[b'a'; 1234][..]),
         ] {
-            let mut ours = Vec::new();
-            encode_publish(&mut ours, ch.as_bytes(), payload);
-            let theirs = redis::cmd("PUBLISH")
-                .arg(ch)
-                .arg(payload)
-                .get_packed_command();
-            assert_eq!(ours, theirs);
+            for (sharded, verb) in [(false, "PUBLISH"), (true, "SPUBLISH")] {
+                let mut ours = Vec::new();
+                encode_publish(&mut ours, sharded, ch.as_bytes(), payload);
+                let theirs = redis::cmd(verb).arg(ch).arg(payload).get_packed_command();
+                assert_eq!(ours, theirs);
+            }
         }
     }
 

@@ -26,16 +26,17 @@
 //!   link reconnects with jittered exponential backoff, resubscribes the whole
 //!   desired set, and calls the `on_reconnect` hooks so the owner can rewrite its
 //!   presence keys. Local delivery on the shards is unaffected throughout.
-//! - **Later, Redis Cluster**: every operation is keyed by a channel or by a
-//!   `redis::Cmd` whose first key is known to the caller, and subscriptions are a
-//!   set; a cluster backend can therefore route by hash slot (one command connection
-//!   per primary, SPUBLISH/SSUBSCRIBE to the slot owner) behind the same API.
+//! - **Redis Cluster**: with [`RedisConfig::sharded`] a link speaks sharded pub/sub
+//!   (SPUBLISH, SSUBSCRIBE grouped by hash slot); [`cluster::ClusterLink`] runs one
+//!   such link per primary and routes by hash slot behind the same API (see there).
 
+pub mod cluster;
 mod commands;
 mod conn;
 mod pubsub;
 mod stats;
 
+pub use cluster::{key_slot, ClusterLink};
 pub use stats::{LinkMetrics, HIST_BUCKETS};
 
 use std::collections::HashSet;
@@ -74,6 +75,13 @@ pub struct RedisConfig {
     /// it is treated as dead (catches a hung or black-holed Redis). Also bounds the
     /// pub/sub liveness ping.
     pub io_timeout: Duration,
+    /// Sharded pub/sub (Redis 7): publish with SPUBLISH and subscribe with
+    /// SSUBSCRIBE/SUNSUBSCRIBE, one command per hash slot (Redis refuses a command
+    /// whose channels hash to different slots). Pattern subscriptions do not exist in
+    /// sharded pub/sub: `psubscribe` is ignored (logged). A subscription the server
+    /// refuses (MOVED, CLUSTERDOWN...) or drops (its slot moved away) is retried after
+    /// a short delay. Default false; [`cluster::ClusterLink`] sets it on its links.
+    pub sharded: bool,
 }
 
 impl RedisConfig {
@@ -89,7 +97,21 @@ impl RedisConfig {
             max_queued: 65_536,
             reconnect_backoff_max: Duration::from_secs(2),
             io_timeout: Duration::from_secs(5),
+            sharded: false,
         }
+    }
+
+    fn validate(&self) -> std::io::Result<()> {
+        let invalid = |m: &str| std::io::Error::new(std::io::ErrorKind::InvalidInput, m);
+        if self.max_batch == 0 || self.max_queued == 0 {
+            return Err(invalid("redis: max_batch and max_queued must be > 0"));
+        }
+        if self.io_timeout.is_zero() || self.reconnect_backoff_max.is_zero() {
+            return Err(invalid(
+                "redis: io_timeout and reconnect_backoff_max must be > 0",
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -103,6 +125,7 @@ impl std::fmt::Debug for RedisConfig {
             .field("max_queued", &self.max_queued)
             .field("reconnect_backoff_max", &self.reconnect_backoff_max)
             .field("io_timeout", &self.io_timeout)
+            .field("sharded", &self.sharded)
             .finish()
     }
 }
@@ -123,7 +146,8 @@ pub enum Incoming {
 /// Where the link hands what arrives on the pub/sub connection. Every method runs on
 /// the I/O thread: it must be quick and must not block (hand work to the shards'
 /// queues). A panic in one is caught and logged. Any `Fn(Incoming)` closure is a sink
-/// that only takes messages.
+/// that only takes messages. A [`cluster::ClusterLink`] calls its sink from the I/O
+/// thread of each primary's link, concurrently (hence `Sync` there).
 pub trait Sink: Send + 'static {
     /// A pub/sub message.
     fn message(&self, msg: Incoming);
@@ -181,7 +205,20 @@ pub(crate) enum Op {
     Commands {
         cmds: Vec<Cmd>,
         reply: flume::Sender<Result<Vec<Value>, LinkError>>,
+        /// Hand back every reply, error replies included, uncounted (the cluster
+        /// layer inspects them for MOVED/ASK and reports the outcome itself).
+        raw: bool,
     },
+}
+
+/// What a sharded link tells the cluster layer about the slot map going stale.
+/// Called on the I/O thread; must not block.
+trait ClusterEvents: Send + Sync {
+    /// A MOVED/ASK reply named `slot` (to a SPUBLISH or an SSUBSCRIBE).
+    fn moved(&self, slot: u16);
+    /// The server dropped our subscription to `channel` on its own (its slot moved
+    /// away). The link resubscribes after a delay unless the channel is moved.
+    fn unsubscribed(&self, channel: &str);
 }
 
 /// The interest the server should have; the pub/sub task converges on it.
@@ -197,6 +234,7 @@ struct Desired {
 }
 
 type Hook = Arc<dyn Fn() + Send + Sync>;
+type Reply = flume::Receiver<Result<Vec<Value>, LinkError>>;
 
 const NOT_DOWN: u64 = u64::MAX;
 
@@ -216,6 +254,10 @@ struct Shared {
     close_notify: Notify,
     hooks: Mutex<Vec<Hook>>,
     last_error: Mutex<Option<String>>,
+    /// `RedisConfig::sharded`.
+    sharded: bool,
+    /// Set for the links of a [`cluster::ClusterLink`].
+    events: Option<Arc<dyn ClusterEvents>>,
 }
 
 /// Locks, shrugging off poisoning: every critical section here is a plain
@@ -225,7 +267,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Shared {
-    fn new() -> Shared {
+    fn new(sharded: bool, events: Option<Arc<dyn ClusterEvents>>, hooks: Vec<Hook>) -> Shared {
         Shared {
             base: Instant::now(),
             cmd_up: AtomicBool::new(false),
@@ -236,8 +278,10 @@ impl Shared {
             desired: Mutex::new(Desired::default()),
             sub_notify: Notify::new(),
             close_notify: Notify::new(),
-            hooks: Mutex::new(Vec::new()),
+            hooks: Mutex::new(hooks),
             last_error: Mutex::new(None),
+            sharded,
+            events,
         }
     }
 
@@ -282,18 +326,22 @@ impl RedisLink {
     /// once; the link starts `Down` and comes up in the background. `sink` (see
     /// [`Sink`]; a closure taking each [`Incoming`] will do) runs on the I/O thread.
     pub fn start(cfg: RedisConfig, sink: impl Sink) -> std::io::Result<RedisLink> {
-        let invalid = |m: &str| std::io::Error::new(std::io::ErrorKind::InvalidInput, m);
-        if cfg.max_batch == 0 || cfg.max_queued == 0 {
-            return Err(invalid("redis: max_batch and max_queued must be > 0"));
-        }
-        if cfg.io_timeout.is_zero() || cfg.reconnect_backoff_max.is_zero() {
-            return Err(invalid(
-                "redis: io_timeout and reconnect_backoff_max must be > 0",
-            ));
-        }
+        cfg.validate()?;
         let endpoint = conn::Endpoint::parse(&cfg.url)?;
+        RedisLink::spawn(cfg, endpoint, Box::new(sink), None, Vec::new())
+    }
+
+    /// `start` with the endpoint given (the cluster layer connects to each primary
+    /// with the credentials of `cfg.url`), cluster events and initial hooks.
+    fn spawn(
+        cfg: RedisConfig,
+        endpoint: conn::Endpoint,
+        sink: Box<dyn Sink>,
+        events: Option<Arc<dyn ClusterEvents>>,
+        hooks: Vec<Hook>,
+    ) -> std::io::Result<RedisLink> {
         let (tx, rx) = flume::bounded(cfg.max_queued);
-        let shared = Arc::new(Shared::new());
+        let shared = Arc::new(Shared::new(cfg.sharded, events, hooks));
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
@@ -302,7 +350,6 @@ impl RedisLink {
             .name("ringcast-redis".into())
             .spawn(move || {
                 let sh = thread_shared;
-                let sink: Box<dyn Sink> = Box::new(sink);
                 runtime.block_on(async {
                     // Both loops only return on shutdown; either returning ends the thread.
                     tokio::select! {
@@ -349,7 +396,14 @@ impl RedisLink {
     }
 
     /// Adds interest in a glob pattern (PSUBSCRIBE); messages arrive as `PMessage`.
+    /// Ignored (logged) on a sharded link: sharded pub/sub has no patterns.
     pub fn psubscribe(&self, pattern: &str) {
+        if self.shared.sharded {
+            tracing::warn!(
+                "redis link: psubscribe({pattern:?}) ignored: sharded pub/sub has no patterns"
+            );
+            return;
+        }
         self.change(|d| {
             d.patterns.insert(pattern.to_owned()) && d.dirty_patterns.insert(pattern.to_owned())
         });
@@ -370,7 +424,7 @@ impl RedisLink {
         &self,
         cmd: Cmd,
     ) -> impl Future<Output = Result<Value, LinkError>> + Send + 'static {
-        let rx = self.submit(vec![cmd]);
+        let rx = self.submit(vec![cmd], false);
         async move {
             let mut replies = recv(rx?).await?;
             replies
@@ -386,8 +440,14 @@ impl RedisLink {
         &self,
         cmds: Vec<Cmd>,
     ) -> impl Future<Output = Result<Vec<Value>, LinkError>> + Send + 'static {
-        let rx = self.submit(cmds);
+        let rx = self.submit(cmds, false);
         async move { recv(rx?).await }
+    }
+
+    /// `commands` for the cluster layer: queued now, resolves with every reply,
+    /// error replies included (not turned into `Err`, not counted as failures).
+    fn submit_raw(&self, cmds: Vec<Cmd>) -> Result<Reply, LinkError> {
+        self.submit(cmds, true)
     }
 
     /// `Up` when both connections are established.
@@ -452,17 +512,14 @@ impl RedisLink {
         })
     }
 
-    fn submit(
-        &self,
-        cmds: Vec<Cmd>,
-    ) -> Result<flume::Receiver<Result<Vec<Value>, LinkError>>, LinkError> {
+    fn submit(&self, cmds: Vec<Cmd>, raw: bool) -> Result<Reply, LinkError> {
         let (reply, rx) = flume::bounded(1);
         let res = if cmds.is_empty() {
             let _ = reply.send(Ok(Vec::new()));
             Ok(())
         } else {
             self.check()
-                .and_then(|()| self.enqueue(Op::Commands { cmds, reply }))
+                .and_then(|()| self.enqueue(Op::Commands { cmds, reply, raw }))
         };
         match res {
             Ok(()) => Ok(rx),
@@ -480,7 +537,7 @@ impl RedisLink {
     }
 }
 
-async fn recv(rx: flume::Receiver<Result<Vec<Value>, LinkError>>) -> Result<Vec<Value>, LinkError> {
+async fn recv(rx: Reply) -> Result<Vec<Value>, LinkError> {
     rx.recv_async().await.unwrap_or(Err(LinkError::Closed))
 }
 

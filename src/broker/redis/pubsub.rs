@@ -7,8 +7,18 @@
 //! for `subscribe_linger`. Churn between two syncs coalesces, memory is bounded by
 //! the interest itself, and after a reconnect the whole set is simply sent again.
 //! A periodic PING detects a silent dead peer.
+//!
+//! Sharded mode (`RedisConfig::sharded`) sends SSUBSCRIBE/SUNSUBSCRIBE, one command
+//! per hash slot (Redis answers CROSSSLOT otherwise), and, unlike plain pub/sub, the
+//! server may refuse a subscription (MOVED: the slot lives elsewhere; CLUSTERDOWN...)
+//! or drop one on its own (a `sunsubscribe` push when the slot moves away). So the
+//! task keeps the written subscription commands in order ([`Track`]) to tell which
+//! channels an error reply was about and to tell our own SUNSUBSCRIBE acks from the
+//! server's, takes such channels out of the applied set, tells the cluster layer,
+//! and resubscribes them after `RETRY` (by then the cluster layer has usually moved
+//! them to their new owner, which makes the retry a no-op).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -17,12 +27,40 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::time::{timeout_at, Instant};
 
+use super::cluster::{key_slot, redirect};
 use super::conn::{self, Backoff, ConnError, Endpoint, Reader};
 use super::stats::Stats;
 use super::{guarded, lock, Incoming, RedisConfig, Shared, Sink};
 
 /// Channels per SUBSCRIBE-family command, to keep single commands reasonable.
 const CHUNK: usize = 1024;
+
+/// Sharded mode: delay before resubscribing a channel the server refused or dropped.
+const RETRY: Duration = Duration::from_millis(250);
+
+/// Sharded mode: an SSUBSCRIBE (`subscribe`) or SUNSUBSCRIBE written and not yet
+/// fully answered; `left` are the channels whose ack has not arrived, in order.
+struct PendingCmd {
+    subscribe: bool,
+    left: VecDeque<String>,
+}
+
+/// Sharded-mode bookkeeping of one pub/sub connection. Bounded: `pending` holds what
+/// was written since the last replies (each channel of the interest at most a few
+/// times), `retry` is a subset of the channels once applied.
+#[derive(Default)]
+struct Track {
+    pending: VecDeque<PendingCmd>,
+    retry: HashSet<String>,
+    retry_at: Option<Instant>,
+}
+
+impl Track {
+    fn retry(&mut self, channel: String) {
+        self.retry.insert(channel);
+        self.retry_at.get_or_insert_with(|| Instant::now() + RETRY);
+    }
+}
 
 enum End {
     Exit,
@@ -36,12 +74,7 @@ struct Applied {
     patterns: HashSet<String>,
 }
 
-pub(super) async fn run(
-    sh: &Shared,
-    ep: &Endpoint,
-    cfg: &RedisConfig,
-    sink: &dyn Sink,
-) {
+pub(super) async fn run(sh: &Shared, ep: &Endpoint, cfg: &RedisConfig, sink: &dyn Sink) {
     let mut backoff = Backoff::new(cfg.reconnect_backoff_max);
     let mut connected_before = false;
     loop {
@@ -101,9 +134,20 @@ async fn serve(
     sink: &dyn Sink,
 ) -> End {
     let mut applied = Applied::default();
+    let mut track = Track::default();
     let mut wbuf = Vec::new();
     // Resubscribe everything, then report Up.
-    if let Err(e) = sync(sh, cfg, &mut applied, &mut writer, &mut wbuf, true).await {
+    if let Err(e) = sync(
+        sh,
+        cfg,
+        &mut applied,
+        &mut track,
+        &mut writer,
+        &mut wbuf,
+        true,
+    )
+    .await
+    {
         return End::Lost(e);
     }
     sh.set_up(&sh.sub_up);
@@ -130,18 +174,28 @@ async fn serve(
             }
             _ = sleep_until_some(sync_at) => {
                 sync_at = None;
-                if let Err(e) = sync(sh, cfg, &mut applied, &mut writer, &mut wbuf, false).await {
+                if let Err(e) = sync(sh, cfg, &mut applied, &mut track, &mut writer, &mut wbuf, false).await {
+                    return End::Lost(e);
+                }
+            }
+            _ = sleep_until_some(track.retry_at) => {
+                // Channels the server refused or dropped: mark them changed, so the
+                // sync resubscribes those still wanted (and not applied meanwhile).
+                track.retry_at = None;
+                let retry = std::mem::take(&mut track.retry);
+                lock(&sh.desired).dirty_channels.extend(retry);
+                if let Err(e) = sync(sh, cfg, &mut applied, &mut track, &mut writer, &mut wbuf, false).await {
                     return End::Lost(e);
                 }
             }
             v = reader.next() => match v {
                 Ok(v) => {
                     ping_sent = None;
-                    deliver(sh, v, sink);
+                    deliver(sh, v, sink, &mut applied, &mut track);
                     // Hand over everything already read, then let the sink flush once.
                     loop {
                         match reader.decode_buffered() {
-                            Ok(Some(v)) => deliver(sh, v, sink),
+                            Ok(Some(v)) => deliver(sh, v, sink, &mut applied, &mut track),
                             Ok(None) => break,
                             Err(e) => return End::Lost(e),
                         }
@@ -178,11 +232,12 @@ async fn sleep_until_some(at: Option<Instant>) {
 }
 
 /// Sends the difference between the desired set and `applied` (everything when
-/// `full`), in one write. The acknowledgements come back as pushes and are ignored.
+/// `full`), in one write. The acknowledgements come back as pushes (see `deliver`).
 async fn sync(
     sh: &Shared,
     cfg: &RedisConfig,
     applied: &mut Applied,
+    track: &mut Track,
     writer: &mut OwnedWriteHalf,
     wbuf: &mut Vec<u8>,
     full: bool,
@@ -215,12 +270,24 @@ async fn sync(
     }
     wbuf.clear();
     let mut sent = 0u64;
-    for (verb, names) in [
-        ("SUBSCRIBE", &sub),
-        ("UNSUBSCRIBE", &unsub),
-        ("PSUBSCRIBE", &psub),
-        ("PUNSUBSCRIBE", &punsub),
-    ] {
+    if sh.sharded {
+        // Patterns do not exist here (`psubscribe` refuses them).
+        sent += encode_sharded(wbuf, track, "SSUBSCRIBE", &sub);
+        sent += encode_sharded(wbuf, track, "SUNSUBSCRIBE", &unsub);
+        psub.clear();
+        punsub.clear();
+    }
+    let plain: &[(&str, &Vec<String>)] = if sh.sharded {
+        &[]
+    } else {
+        &[
+            ("SUBSCRIBE", &sub),
+            ("UNSUBSCRIBE", &unsub),
+            ("PSUBSCRIBE", &psub),
+            ("PUNSUBSCRIBE", &punsub),
+        ]
+    };
+    for &(verb, names) in plain {
         // Never an empty (P)UNSUBSCRIBE: that would drop *everything*.
         for chunk in names.chunks(CHUNK) {
             let mut c = redis::cmd(verb);
@@ -261,6 +328,34 @@ async fn sync(
     Ok(())
 }
 
+/// Sharded mode: one `verb` command per hash slot (chunked), each remembered in
+/// `track` to match its acks. Returns the number of commands.
+fn encode_sharded(wbuf: &mut Vec<u8>, track: &mut Track, verb: &str, names: &[String]) -> u64 {
+    let mut by_slot: HashMap<u16, Vec<&String>> = HashMap::new();
+    for name in names {
+        by_slot
+            .entry(key_slot(name.as_bytes()))
+            .or_default()
+            .push(name);
+    }
+    let mut sent = 0;
+    for names in by_slot.values() {
+        for chunk in names.chunks(CHUNK) {
+            let mut c = redis::cmd(verb);
+            for name in chunk {
+                c.arg(name.as_str());
+            }
+            c.write_packed_command(wbuf);
+            track.pending.push_back(PendingCmd {
+                subscribe: verb == "SSUBSCRIBE",
+                left: chunk.iter().map(|n| (*n).clone()).collect(),
+            });
+            sent += 1;
+        }
+    }
+    sent
+}
+
 fn diff(
     dirty: HashSet<String>,
     desired: &HashSet<String>,
@@ -297,6 +392,9 @@ pub(super) enum Push {
     Message(Incoming),
     /// Redis confirmed a SUBSCRIBE/SSUBSCRIBE of this channel.
     Subscribed(String),
+    /// A `sunsubscribe` push: our SUNSUBSCRIBE's ack, or the server dropping the
+    /// channel because its slot moved away.
+    ShardUnsubscribed(String),
 }
 
 /// Turns a pub/sub push into a [`Push`], taking the payload without copying.
@@ -316,6 +414,7 @@ pub(super) fn parse(v: Value) -> Option<Push> {
     let kind = bytes_of(it.next()?)?;
     match (kind.as_slice(), it.len()) {
         (b"subscribe" | b"ssubscribe", 2) => Some(Push::Subscribed(string_of(it.next()?)?)),
+        (b"sunsubscribe", 2) => Some(Push::ShardUnsubscribed(string_of(it.next()?)?)),
         (b"message" | b"smessage", 2) => Some(Push::Message(Incoming::Message {
             channel: string_of(it.next()?)?,
             payload: Bytes::from(bytes_of(it.next()?)?),
@@ -329,21 +428,91 @@ pub(super) fn parse(v: Value) -> Option<Push> {
     }
 }
 
-fn deliver(sh: &Shared, v: Value, sink: &dyn Sink) {
+fn deliver(sh: &Shared, v: Value, sink: &dyn Sink, applied: &mut Applied, track: &mut Track) {
     if let Value::ServerError(e) = &v {
-        tracing::warn!("redis pub/sub error reply: {e}");
+        if sh.sharded {
+            refused(sh, e, applied, track);
+        } else {
+            tracing::warn!("redis pub/sub error reply: {e}");
+        }
         return;
     }
-    // Anything else is a (p)(un)subscribe ack or a pong; only subscribe acks matter.
+    // Anything else is a (p)(un)subscribe ack or a pong; only subscribe acks matter
+    // (and, sharded, sunsubscribe pushes).
     match parse(v) {
         Some(Push::Subscribed(channel)) => {
+            if sh.sharded {
+                ack(track, true, &channel);
+            }
             guarded("sink.subscribed", || sink.subscribed(&channel));
         }
+        Some(Push::ShardUnsubscribed(channel)) => unsubscribed(sh, channel, applied, track),
         Some(Push::Message(msg)) => {
             Stats::inc(&sh.stats.messages_received);
             guarded("sink.message", || sink.message(msg));
         }
         None => {}
+    }
+}
+
+/// Sharded mode: a `sunsubscribe` push that is not our SUNSUBSCRIBE's ack means the
+/// server dropped the channel (its slot moved away): tell the cluster layer, retry.
+fn unsubscribed(sh: &Shared, channel: String, applied: &mut Applied, track: &mut Track) {
+    if ack(track, false, &channel) || !applied.channels.remove(&channel) {
+        return;
+    }
+    tracing::debug!("redis: server dropped shard channel {channel:?}; retrying");
+    if let Some(events) = &sh.events {
+        events.unsubscribed(&channel);
+    }
+    track.retry(channel);
+}
+
+/// Sharded mode: counts off an ack of `channel` against the oldest pending
+/// command of its kind; false when it was not one we were waiting for.
+fn ack(track: &mut Track, subscribe: bool, channel: &str) -> bool {
+    let Some(front) = track.pending.front_mut() else {
+        return false;
+    };
+    if front.subscribe != subscribe {
+        return false;
+    }
+    // Acks come in the order the channels were sent: the match is the first one.
+    let Some(i) = front.left.iter().position(|c| c == channel) else {
+        return false;
+    };
+    front.left.remove(i);
+    if front.left.is_empty() {
+        track.pending.pop_front();
+    }
+    true
+}
+
+/// Sharded mode: an error reply answers the oldest pending SSUBSCRIBE/SUNSUBSCRIBE
+/// as a whole. Refused subscriptions leave the applied set and are retried.
+fn refused(sh: &Shared, e: &redis::ServerError, applied: &mut Applied, track: &mut Track) {
+    let moved = redirect(e);
+    if let (Some(events), Some(r)) = (&sh.events, &moved) {
+        events.moved(r.slot);
+    }
+    match track.pending.pop_front() {
+        Some(PendingCmd {
+            subscribe: true,
+            left,
+        }) => {
+            if moved.is_some() {
+                tracing::debug!("redis: SSUBSCRIBE refused ({e}); retrying");
+            } else {
+                tracing::warn!("redis: SSUBSCRIBE refused ({e}); retrying");
+            }
+            for channel in left {
+                applied.channels.remove(&channel);
+                track.retry(channel);
+            }
+        }
+        // A SUNSUBSCRIBE refused (MOVED): the server has no such subscription.
+        Some(_) => tracing::debug!("redis: SUNSUBSCRIBE refused: {e}"),
+        None => tracing::warn!("redis pub/sub error reply: {e}"),
     }
 }
 
