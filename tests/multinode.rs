@@ -7,13 +7,46 @@ mod common;
 mod redis_support;
 
 use common::*;
-use redis_support::RedisServer;
+use redis_support::{RedisCluster, RedisServer};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
 /// A dev-mode node of the fleet on `redis`, 2 shards, with the given node id.
 fn node(redis: &str, id: &str, ttl: &str) -> Server {
     Server::dev(&["--redis", redis, "--node-id", id, "--presence-ttl", ttl])
+}
+
+/// What the nodes share: one Redis, or a Redis Cluster.
+enum Backend {
+    One(RedisServer),
+    Cluster(RedisCluster),
+}
+
+impl Backend {
+    fn node(&self, id: &str) -> Server {
+        match self {
+            Backend::One(r) => node(&r.url(), id, "10s"),
+            Backend::Cluster(c) => {
+                let seeds: Vec<String> = c.seeds().iter().map(|s| format!("redis://{s}")).collect();
+                Server::dev(&["--redis-cluster", &seeds.join(","), "--node-id", id])
+            }
+        }
+    }
+
+    /// What a backend's redis client does: PUBLISH, or SPUBLISH at the channel's owner.
+    fn publish(&self, channel: &str, payload: &str) -> i64 {
+        match self {
+            Backend::One(r) => redis_publish(r, channel, payload),
+            Backend::Cluster(c) => {
+                let owner = c.node_of_slot(ringcast::broker::redis::key_slot(channel.as_bytes()));
+                redis::cmd("SPUBLISH")
+                    .arg(channel)
+                    .arg(payload)
+                    .query(&mut c.client(owner))
+                    .unwrap()
+            }
+        }
+    }
 }
 
 async fn get(srv: &Server, path: &str) -> Value {
@@ -53,12 +86,16 @@ fn redis_publish(redis: &RedisServer, channel: &str, payload: &str) -> i64 {
 
 #[tokio::test]
 async fn messages_cross_nodes_exactly_once() {
-    let redis = RedisServer::start();
-    let (a, b, c) = (
-        node(&redis.url(), "a", "10s"),
-        node(&redis.url(), "b", "10s"),
-        node(&redis.url(), "c", "10s"),
-    );
+    delivery(Backend::One(RedisServer::start())).await;
+}
+
+#[tokio::test]
+async fn messages_cross_nodes_exactly_once_through_a_redis_cluster() {
+    delivery(Backend::Cluster(RedisCluster::start())).await;
+}
+
+async fn delivery(redis: Backend) {
+    let (a, b, c) = (redis.node("a"), redis.node("b"), redis.node("c"));
     for n in [&a, &b, &c] {
         wait_redis_up(n).await;
     }
@@ -85,7 +122,7 @@ async fn messages_cross_nodes_exactly_once() {
     .await;
     // A backend with only redis-py: the command channel, same JSON as the API.
     let cmd = json!({"method": "publish", "params": {"topic": "chat:1", "data": {"n": 3}}});
-    let listeners = redis_publish(&redis, "ringcast:api:default", &cmd.to_string());
+    let listeners = redis.publish("ringcast:api:default", &cmd.to_string());
     assert_eq!(listeners, 3, "every node listens on the command channel");
     // Publishes from different nodes have no order between them (each node's are
     // ordered, below); each arrives exactly once.
@@ -126,7 +163,7 @@ async fn messages_cross_nodes_exactly_once() {
         {"method": "send_user", "params": {"user_type": "user", "user_id": "alice", "data": {"hi": "redis"}}},
         {"method": "send_connection", "params": {"conn_id": alice_id, "data": {"hi": "conn"}}},
     ]});
-    redis_publish(&redis, "ringcast:api:default", &batch.to_string());
+    redis.publish("ringcast:api:default", &batch.to_string());
     for hi in ["http", "redis", "conn"] {
         let m = recv_json(&mut alice).await;
         assert_eq!(m["data"]["hi"], hi, "{m}");
@@ -160,13 +197,12 @@ async fn messages_cross_nodes_exactly_once() {
     expect_silence(&mut alice, Duration::from_millis(300)).await;
 
     // Bad commands on the channel are refused and counted, never crash a node.
-    redis_publish(&redis, "ringcast:api:default", "{not json");
-    redis_publish(
-        &redis,
+    redis.publish("ringcast:api:default", "{not json");
+    redis.publish(
         "ringcast:api:default",
         r#"{"method":"is_online","params":{"user_type":"user","user_id":"x"}}"#,
     );
-    redis_publish(&redis, "ringcast:t:default:chat:1", "garbage");
+    redis.publish("ringcast:t:default:chat:1", "garbage");
     post(
         &c,
         "/api/v1/publish",

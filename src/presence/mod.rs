@@ -437,6 +437,61 @@ mod tests {
         assert_eq!(p.connection(3).unwrap().user.unwrap().app, 1);
     }
 
+    #[derive(Default)]
+    struct Log(Mutex<Vec<Change>>);
+    impl Mirror for Log {
+        fn changed(&self, c: Change) {
+            self.0.lock().unwrap().push(c);
+        }
+    }
+
+    #[test]
+    fn a_mirror_hears_of_every_change_after_it_happened() {
+        let p = Arc::new(Presence::default());
+        let log = Arc::new(Log::default());
+        assert!(p.set_mirror(log.clone()));
+        let alice = user(0, "user", "alice");
+        p.connection_opened(1, info(0));
+        p.user_joined(1, alice.clone());
+        let t: Arc<str> = "0|room".into();
+        p.subscribed(&t, 1);
+        p.unsubscribed(&t, 1);
+        p.unsubscribed(&t, 1); // not subscribed: no change
+        p.connection_closed(1);
+        p.connection_closed(1); // already gone: no change
+        let got = std::mem::take(&mut *log.0.lock().unwrap());
+        assert_eq!(
+            got,
+            vec![
+                Change::Conn { app: 0, id: 1 },
+                Change::Conn { app: 0, id: 1 },
+                Change::User(alice.clone()),
+                Change::Topic(t.clone()),
+                Change::Topic(t.clone()),
+                Change::Conn { app: 0, id: 1 },
+                Change::User(alice),
+            ]
+        );
+        assert_eq!(p.counts(None), (0, 0));
+    }
+
+    #[test]
+    fn counts_follow_connections_and_users() {
+        let p = Presence::default();
+        p.connection_opened(1, info(0));
+        p.connection_opened(2, info(0));
+        p.connection_opened(3, info(1));
+        p.user_joined(1, user(0, "user", "a"));
+        assert_eq!(p.counts(Some(0)), (2, 1));
+        assert_eq!(p.counts(None), (3, 1));
+        p.user_refused(1);
+        assert_eq!(p.counts(Some(0)), (2, 0));
+        p.user_joined(2, user(0, "user", "b"));
+        p.connection_closed(2);
+        p.connection_closed(3);
+        assert_eq!(p.counts(None), (1, 0));
+    }
+
     #[test]
     fn topics_track_subscribers() {
         let p = Presence::default();

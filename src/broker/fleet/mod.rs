@@ -38,7 +38,9 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
-use super::redis::{Incoming, LinkError, LinkMetrics, LinkStatus, RedisConfig, RedisLink, Sink};
+use super::redis::{
+    ClusterLink, Incoming, LinkError, LinkMetrics, LinkStatus, RedisConfig, RedisLink, Sink,
+};
 use super::{Broker, Health, Outbound};
 use crate::presence::Presence;
 use crate::runtime::mesh::{Batch, ShardMsg, Target};
@@ -95,7 +97,7 @@ struct Interest {
 
 pub(crate) struct Inner {
     pub node: Box<str>,
-    link: OnceLock<RedisLink>,
+    link: OnceLock<Link>,
     /// App names by index.
     pub apps: Vec<Arc<str>>,
     /// Endpoint paths by app and endpoint index (for connection info).
@@ -129,12 +131,6 @@ impl RedisBroker {
         apps: &[crate::app::App],
         presence: Arc<Presence>,
     ) -> std::io::Result<RedisBroker> {
-        if cfg.cluster.is_some() {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::Unsupported,
-                "Redis Cluster mode is not available in this build yet",
-            ));
-        }
         if !crate::hub::conn::valid_node_id(&cfg.node_id) {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::InvalidInput,
@@ -162,7 +158,11 @@ impl RedisBroker {
             next_api_shard: AtomicUsize::new(0),
             cfg,
         });
-        let link = RedisLink::start(inner.cfg.redis.clone(), LinkSink(inner.clone()))?;
+        let sink = LinkSink(inner.clone());
+        let link = match &inner.cfg.cluster {
+            None => Link::One(RedisLink::start(inner.cfg.redis.clone(), sink)?),
+            Some(seeds) => Link::Cluster(ClusterLink::start(inner.cfg.redis.clone(), seeds, sink)?),
+        };
         let _ = inner.link.set(link.clone());
         // Channels every node always listens to.
         link.subscribe(&node_channel(&inner.node));
@@ -192,7 +192,7 @@ impl RedisBroker {
         &self.inner.node
     }
 
-    pub(crate) fn link(&self) -> &RedisLink {
+    pub(crate) fn link(&self) -> &Link {
         self.inner.link()
     }
 
@@ -212,6 +212,9 @@ impl RedisBroker {
         let g = |c: &AtomicU64| c.load(Relaxed);
         serde_json::json!({
             "node": &*self.inner.node,
+            "mode": match link { Link::One(_) => "redis", Link::Cluster(_) => "cluster" },
+            "pipeline_hist_log2": &m.pipeline_hist[..],
+            "rtt_hist_us_log2": &m.rtt_hist_us[..],
             "status": match link.status() { LinkStatus::Up => "up", LinkStatus::Down { .. } => "down" },
             "last_error": link.last_error(),
             "channels": lock(&self.inner.interest).len(),
@@ -247,12 +250,64 @@ impl RedisBroker {
 
 const BROADCAST_ALL: &str = "ringcast:b";
 
+/// The broker's connection to Redis: one server, or a cluster (sharded pub/sub, every
+/// command routed by its key's slot). The same operations either way.
+#[derive(Clone)]
+pub(crate) enum Link {
+    One(RedisLink),
+    Cluster(ClusterLink),
+}
+
+macro_rules! both {
+    ($self:ident, $l:ident => $e:expr) => {
+        match $self {
+            Link::One($l) => $e,
+            Link::Cluster($l) => $e,
+        }
+    };
+}
+
+impl Link {
+    pub fn publish(&self, channel: &str, payload: Bytes) -> Result<(), LinkError> {
+        both!(self, l => l.publish(channel, payload))
+    }
+    pub fn subscribe(&self, channel: &str) {
+        both!(self, l => l.subscribe(channel))
+    }
+    pub fn unsubscribe(&self, channel: &str) {
+        both!(self, l => l.unsubscribe(channel))
+    }
+    pub fn commands(
+        &self,
+        cmds: Vec<redis::Cmd>,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Vec<redis::Value>, LinkError>> + Send>,
+    > {
+        both!(self, l => Box::pin(l.commands(cmds)))
+    }
+    pub fn status(&self) -> LinkStatus {
+        both!(self, l => l.status())
+    }
+    pub fn is_command_up(&self) -> bool {
+        both!(self, l => l.is_command_up())
+    }
+    pub fn last_error(&self) -> Option<String> {
+        both!(self, l => l.last_error())
+    }
+    pub fn metrics(&self) -> LinkMetrics {
+        both!(self, l => l.metrics())
+    }
+    pub fn on_reconnect(&self, f: impl Fn() + Send + Sync + 'static) {
+        both!(self, l => l.on_reconnect(f))
+    }
+}
+
 fn node_channel(node: &str) -> String {
     format!("ringcast:n:{node}")
 }
 
 impl Inner {
-    pub(crate) fn link(&self) -> &RedisLink {
+    pub(crate) fn link(&self) -> &Link {
         self.link.get().expect("the link is set in start")
     }
 
