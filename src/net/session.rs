@@ -545,10 +545,7 @@ fn announce(shard: &Rc<Shard>, h: &ConnHandle, topic: &str, kind: &'static str) 
     });
     let frame = server::presence_event(kind, topic, t, u);
     drop(ident);
-    shard
-        .hub
-        .borrow()
-        .publish(&app.scope(topic), &frame, &shard.mesh, shard.counters());
+    publish_from(shard, &app.scope(topic), &frame);
 }
 
 /// Join `topic` of the connection's app; the registry tracks it when the topic's
