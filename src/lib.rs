@@ -10,7 +10,8 @@
 //! - [`ws`]: the RFC 6455 frame codec (no I/O).
 //! - [`protocol`]: client messages (simd-json) and server messages encoded once into frames (no I/O).
 //! - [`hub`]: per-shard state: connections, topics, interest of other shards, fan-out.
-//! - [`broker`]: the `Broker` trait between a node and the rest of the fleet; the in-memory broker.
+//! - [`broker`]: the `Broker` trait between a node and the rest of the fleet; the in-memory
+//!   broker, the Redis link (one server or a cluster) and the Redis broker (`fleet`).
 //! - [`api`]: the backend HTTP API under `/api/v1/`.
 //! - [`hooks`]: signed HTTP calls to app backends, on their own thread.
 //! - [`metrics`]: per-shard counters, written by their shard only.
