@@ -39,6 +39,7 @@ use crate::hub::conn::format_conn_id;
 use crate::presence::{Change, Mirror, UserKey};
 
 const NODES: &str = "ringcast:nodes";
+const SWEEP_EVERY: Duration = Duration::from_millis(250);
 /// Fields (or members) per write command, and commands per pipeline unit.
 const CHUNK: usize = 512;
 
@@ -133,10 +134,16 @@ impl Writer {
         let cfg = &self.inner.cfg;
         let refresh_every = (cfg.presence_ttl / 3).max(Duration::from_millis(100));
         let mut next_refresh = Instant::now();
+        let mut next_sweep = Instant::now();
         loop {
             std::thread::sleep(cfg.presence_flush);
             let now = Instant::now();
-            self.inner.sweep_interest(now);
+            if now >= next_sweep {
+                // Lingering unsubscribes and late confirmations are timed in seconds:
+                // a walk over every channel four times a second is plenty.
+                self.inner.sweep_interest(now);
+                next_sweep = now + SWEEP_EVERY;
+            }
             let link = self.inner.link();
             if !link.is_command_up() {
                 // Nothing can be written; what changes meanwhile is rewritten on reconnect.
