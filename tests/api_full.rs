@@ -191,3 +191,61 @@ async fn openapi_document_matches_the_routes() {
         }
     }
 }
+
+/// `/metrics` is Prometheus text with per-shard families, and only for operators.
+#[tokio::test]
+async fn metrics_are_prometheus_text_for_the_admin_only() {
+    let open = Server::dev(&[]);
+    let mut ws = open.user("m1").await;
+    subscribe(&mut ws, "chat:m").await;
+    let (status, body) = open.http("GET", "/metrics", None).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("# TYPE ringcast_connections gauge"), "{body}");
+    let conns: u64 = body
+        .lines()
+        .filter(|l| l.starts_with("ringcast_connections{"))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+        .sum();
+    assert_eq!(conns, 1, "{body}");
+    assert!(
+        body.contains("ringcast_accepted_total{shard=\"0\"}"),
+        "{body}"
+    );
+    assert!(
+        body.contains("ringcast_authenticated_connections 1"),
+        "{body}"
+    );
+    assert!(
+        !body.contains("ringcast_redis_"),
+        "no Redis on a single node"
+    );
+
+    let keyed = Server::dev(&[
+        "--api-key",
+        "app-key-app-key",
+        "--admin-key",
+        "admin-key-admin",
+    ]);
+    let (status, _) = keyed.http("GET", "/metrics", None).await;
+    assert_eq!(status, 401);
+    let (status, _) = keyed
+        .http_with(
+            "GET",
+            "/metrics",
+            None,
+            &[("Authorization", "apikey app-key-app-key")],
+        )
+        .await;
+    assert_eq!(status, 403);
+    let (status, body) = keyed
+        .http_with(
+            "GET",
+            "/metrics",
+            None,
+            &[("Authorization", "apikey admin-key-admin")],
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, _) = keyed.http("POST", "/metrics", None).await;
+    assert_eq!(status, 405);
+}

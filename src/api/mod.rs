@@ -212,6 +212,18 @@ fn caller_is_admin(c: Caller<'_>) -> bool {
     matches!(c, Caller::Admin)
 }
 
+/// Routes for operators only (`/metrics`): the admin key, or dev mode without keys.
+pub fn admin_only(shard: &Rc<Shard>, req: &Request) -> Result<(), Response> {
+    match authorize(shard, req) {
+        Ok(Caller::Admin) => Ok(()),
+        Ok(Caller::App(_)) => Err(Response::error(403, "this route needs the admin key")),
+        Err(e) if e.status == 401 && shard.global.config.admin_key.is_none() => Err(
+            Response::error(403, "set an admin key (--admin-key) to read /metrics"),
+        ),
+        Err(e) => Err(e.into_response()),
+    }
+}
+
 /// Which key the request carries.
 fn authorize<'a>(shard: &'a Rc<Shard>, req: &Request) -> Result<Caller<'a>, ApiError> {
     let g = &shard.global;

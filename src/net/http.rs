@@ -278,6 +278,16 @@ impl Response {
         Response::json(status, body)
     }
 
+    /// Prometheus text exposition.
+    pub fn prometheus(body: String) -> Self {
+        Response {
+            status: 200,
+            content_type: "text/plain; version=0.0.4; charset=utf-8",
+            headers: Vec::new(),
+            body: body.into(),
+        }
+    }
+
     pub fn html(body: &'static str) -> Self {
         Response {
             status: 200,

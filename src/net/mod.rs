@@ -119,6 +119,10 @@ async fn route(shard: &Rc<Shard>, req: &Request) -> Response {
     };
     match req.path.as_str() {
         "/health" => get_only(health(shard)),
+        "/metrics" => get_only(match crate::api::admin_only(shard, req) {
+            Ok(()) => Response::prometheus(crate::metrics::prometheus(&shard.global)),
+            Err(r) => r,
+        }),
         "/" if shard.config().dev => get_only(Response::html(DEV_PAGE)),
         p if p.starts_with("/api/") => crate::api::handle(shard, req).await,
         _ => Response::error(404, "not found"),

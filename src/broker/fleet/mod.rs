@@ -200,6 +200,11 @@ impl RedisBroker {
         self.link().metrics()
     }
 
+    /// Both Redis connections are up.
+    pub fn link_up(&self) -> bool {
+        self.link().status() == LinkStatus::Up
+    }
+
     pub fn stats(&self) -> &FleetStats {
         &self.inner.stats
     }

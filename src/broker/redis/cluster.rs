@@ -658,6 +658,7 @@ fn add(acc: &mut LinkMetrics, m: &LinkMetrics) {
     }
     acc.rtt_last_us = acc.rtt_last_us.max(m.rtt_last_us);
     acc.rtt_max_us = acc.rtt_max_us.max(m.rtt_max_us);
+    acc.rtt_sum_us += m.rtt_sum_us;
     acc.reconnects += m.reconnects;
     acc.connect_failures += m.connect_failures;
     acc.subscription_commands += m.subscription_commands;

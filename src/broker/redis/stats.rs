@@ -43,6 +43,8 @@ pub struct LinkMetrics {
     pub rtt_avg_us: u64,
     /// Largest round trip so far, microseconds.
     pub rtt_max_us: u64,
+    /// Sum of all round trips, microseconds (with `pipelines`, the exact mean).
+    pub rtt_sum_us: u64,
     /// Round trips, log2 buckets of microseconds.
     pub rtt_hist_us: [u64; HIST_BUCKETS],
     /// Successful connections after a loss (command + pub/sub connections; the first
@@ -72,6 +74,7 @@ pub(super) struct Stats {
     pub rtt_last_us: AtomicU64,
     pub rtt_avg_us: AtomicU64,
     pub rtt_max_us: AtomicU64,
+    pub rtt_sum_us: AtomicU64,
     pub rtt_hist_us: [AtomicU64; HIST_BUCKETS],
     pub reconnects: AtomicU64,
     pub connect_failures: AtomicU64,
@@ -108,6 +111,7 @@ impl Stats {
         let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
         self.rtt_last_us.store(us, Relaxed);
         self.rtt_max_us.fetch_max(us, Relaxed);
+        self.rtt_sum_us.fetch_add(us, Relaxed);
         self.rtt_hist_us[bucket(us)].fetch_add(1, Relaxed);
         let avg = self.rtt_avg_us.load(Relaxed);
         let next = if avg == 0 {
@@ -139,6 +143,7 @@ impl Stats {
             rtt_last_us: self.rtt_last_us.load(Relaxed),
             rtt_avg_us: self.rtt_avg_us.load(Relaxed),
             rtt_max_us: self.rtt_max_us.load(Relaxed),
+            rtt_sum_us: self.rtt_sum_us.load(Relaxed),
             rtt_hist_us: std::array::from_fn(|i| self.rtt_hist_us[i].load(Relaxed)),
             reconnects: self.reconnects.load(Relaxed),
             connect_failures: self.connect_failures.load(Relaxed),
@@ -178,6 +183,7 @@ mod tests {
         assert_eq!(m.max_pipeline, 30);
         assert!((m.avg_pipeline - 20.0).abs() < f64::EPSILON);
         assert_eq!(m.rtt_max_us, 800);
+        assert_eq!(m.rtt_sum_us, 800);
         assert_eq!(m.queued, 3);
     }
 }
