@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # CI smoke test: starts a ringcast binary on a free port, runs a short
-# fan-out (200 subscribers, 3 s) and a brief connection storm, and exits
-# non-zero unless messages were delivered with zero loss / duplicates and
-# no connection failed.
+# fan-out (200 subscribers, 3 s) and a brief connection storm, then (when
+# redis-server is on PATH) a tiny two-node fleet fan-out through Redis
+# (`loadtest fleet`, 100 subscribers, 2 s), and exits non-zero unless
+# messages were delivered with zero loss / duplicates and no connection
+# failed.
 #
 #   loadtest/smoke.sh [RINGCAST_BIN]        (default target/release/ringcast)
 #
@@ -52,6 +54,15 @@ timeout 120 "$LOADTEST" fanout --target "$TARGET" --url "$ADDR" --conns 200 --du
 echo "== smoke: storm"
 timeout 60 "$LOADTEST" storm --target "$TARGET" --url "$ADDR" --conns 16 --duration 2s \
   --check || status=1
+if [ "$TARGET" = ringcast ]; then
+  if command -v redis-server >/dev/null 2>&1; then
+    echo "== smoke: fleet (two nodes through Redis vs. one node)"
+    timeout 90 "$LOADTEST" fleet --ringcast-bin "$BIN" --conns 100 --rate 200 --duration 2s \
+      --check || status=1
+  else
+    echo "== smoke: fleet skipped (no redis-server on PATH)"
+  fi
+fi
 if [ "$status" != 0 ]; then
   echo "smoke: FAILED (server log: $LOG)" >&2
   tail -20 "$LOG" >&2 || true

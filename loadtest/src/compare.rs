@@ -40,7 +40,7 @@ pub struct CompareArgs {
     run: RunArgs,
 }
 
-fn free_port() -> Result<u16> {
+pub fn free_port() -> Result<u16> {
     let l = std::net::TcpListener::bind("127.0.0.1:0")?;
     Ok(l.local_addr()?.port())
 }
@@ -58,8 +58,7 @@ impl Server {
         let log = a
             .log_dir
             .join(format!("loadtest-{}-{port}.log", peer.name()));
-        let out = std::fs::File::create(&log)?;
-        let mut cmd = if peer == Target::Ringcast {
+        let cmd = if peer == Target::Ringcast {
             let bin = ringcast_binary(&a.ringcast_bin)?;
             let mut c = Command::new(bin);
             c.args(["serve", "--dev", "--listen", &format!("127.0.0.1:{port}")]);
@@ -83,13 +82,27 @@ impl Server {
             }
             c
         };
+        Server::spawn(peer.name(), cmd, log)
+    }
+
+    /// Starts `cmd` in its own process group (its PID is the group's id),
+    /// output to `log`. The child also gets SIGTERM if the thread that
+    /// started it dies (this process's main thread: the async code here runs
+    /// in `block_on`), so a killed load client does not leave servers behind.
+    pub fn spawn(name: &str, mut cmd: Command, log: PathBuf) -> Result<Server> {
+        let out = std::fs::File::create(&log)?;
         cmd.stdin(Stdio::null())
             .stdout(out.try_clone()?)
             .stderr(out)
             .process_group(0);
-        let child = cmd
-            .spawn()
-            .with_context(|| format!("start {}", peer.name()))?;
+        // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().with_context(|| format!("start {name}"))?;
         let pid = child.id();
         Ok(Server {
             child,
@@ -164,6 +177,9 @@ fn tail(p: &Path) -> String {
 }
 
 pub async fn run(a: CompareArgs) -> Result<i32> {
+    if a.run.publish_url.is_some() {
+        bail!("compare starts one server per peer: --publish-url does not apply (see `loadtest fleet`)");
+    }
     let peers: Vec<Target> = a
         .peers
         .split(',')
@@ -239,7 +255,7 @@ async fn run_one(peer: Target, a: &CompareArgs) -> Result<Vec<(String, Outcome)>
 /// The ringcast binary to start: `path` when it exists; otherwise, for the default path,
 /// build it from this workspace (`cargo build --release -p ringcast`) as a new user of
 /// `cargo run -p loadtest -- compare` expects.
-fn ringcast_binary(path: &str) -> Result<std::path::PathBuf> {
+pub fn ringcast_binary(path: &str) -> Result<std::path::PathBuf> {
     let bin = Path::new(path);
     if bin.exists() {
         return Ok(bin.to_path_buf());

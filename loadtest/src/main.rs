@@ -2,6 +2,7 @@
 
 mod adapter;
 mod compare;
+mod fleet;
 mod http;
 mod net;
 mod report;
@@ -42,6 +43,9 @@ enum Cmd {
     Slow(RunArgs),
     /// Start each peer server in turn, run a scenario, compare.
     Compare(compare::CompareArgs),
+    /// Fan-out through two ringcast nodes joined by Redis (publisher on A,
+    /// subscribers on B) vs. the same on one node; starts everything itself.
+    Fleet(fleet::FleetArgs),
     /// (internal) worker process of a --procs run.
     #[command(hide = true)]
     Worker {
@@ -86,6 +90,10 @@ pub struct RunArgs {
     /// Server address host:port.
     #[arg(long, default_value = "127.0.0.1:8080")]
     url: String,
+    /// The publisher's server host:port when it is not --url (fanout, users:
+    /// e.g. another node of a ringcast fleet; subscribers stay on --url).
+    #[arg(long)]
+    publish_url: Option<String>,
     /// Sets `Authorization: apikey K` on HTTP API calls.
     #[arg(long)]
     api_key: Option<String>,
@@ -173,15 +181,30 @@ impl RunArgs {
         if !(0.0..=1.0).contains(&self.slow_share) {
             bail!("--slow-share must be within 0..1");
         }
+        let endpoint = |authority: &str, addr| Endpoint {
+            target: self.target,
+            authority: authority.to_string(),
+            addr,
+            api_key: self.api_key.clone(),
+            user_type: self.user_type.clone(),
+        };
+        let pub_ep = match &self.publish_url {
+            Some(u) => {
+                if !matches!(
+                    scenario,
+                    Scenario::Fanout | Scenario::Slow | Scenario::Users
+                ) {
+                    bail!("--publish-url applies to fanout, slow and users only");
+                }
+                let a = net::resolve(u).with_context(|| format!("--publish-url {u}"))?;
+                Some(endpoint(u, a))
+            }
+            None => None,
+        };
         Ok(RunCfg {
             scenario,
-            ep: Endpoint {
-                target: self.target,
-                authority: self.url.clone(),
-                addr,
-                api_key: self.api_key.clone(),
-                user_type: self.user_type.clone(),
-            },
+            ep: endpoint(&self.url, addr),
+            pub_ep,
             conns: self.conns,
             rate: self.rate,
             duration: self.duration,
@@ -202,6 +225,7 @@ impl RunArgs {
             payload_bytes: self.payload_bytes,
             procs: self.procs.max(1),
             server_pid: self.server_pid,
+            extra_server_pids: Vec::new(),
         })
     }
 }
@@ -294,6 +318,7 @@ fn main() -> Result<()> {
             Cmd::Users(a) => run_cmd(Scenario::Users, a).await,
             Cmd::Slow(a) => run_cmd(Scenario::Slow, a).await,
             Cmd::Compare(a) => compare::run(a).await,
+            Cmd::Fleet(a) => fleet::run(a).await,
             Cmd::Worker {
                 cfg_json,
                 index,

@@ -33,6 +33,9 @@ pub struct Summary {
     pub server_rss_per_conn_kb: Option<f64>,
     pub server_cpu_secs: Option<f64>,
     pub client_cpu_secs: f64,
+    /// CPU of other processes on the machine during the measured phase
+    /// (busy time minus server and client; needs the server's PID).
+    pub other_cpu_secs: Option<f64>,
     pub errors: Vec<String>,
     pub deliveries_per_sec_timeline: Vec<u64>,
 }
@@ -81,6 +84,10 @@ pub fn summarize(o: &Outcome) -> Summary {
         server_rss_per_conn_kb: rss_per_conn,
         server_cpu_secs: o.server.as_ref().map(|s| s.cpu_secs),
         client_cpu_secs: o.client_cpu_secs,
+        other_cpu_secs: o.server.as_ref().and_then(|sv| {
+            (o.machine_cpu_secs > 0.0)
+                .then(|| (o.machine_cpu_secs - sv.cpu_secs - o.client_cpu_secs).max(0.0))
+        }),
         errors,
         deliveries_per_sec_timeline: w.timeline.per_sec.clone(),
     }
@@ -212,6 +219,11 @@ pub fn human(o: &Outcome) -> String {
             ""
         }
     ));
+    if let Some(other) = s.other_cpu_secs {
+        t.push_str(&format!(
+            "  other processes        cpu {other:.2}s (machine busy time minus server and client: noise)\n"
+        ));
+    }
     for e in s.errors.iter().take(5) {
         t.push_str(&format!("  error sample: {e}\n"));
     }

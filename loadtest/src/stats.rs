@@ -254,15 +254,42 @@ pub fn cpu_secs(pid: u32) -> Option<f64> {
     Some((ut + st) / hz.max(1.0))
 }
 
-/// CPU seconds of a process tree, leaving out the subtree of `exclude`
-/// (the load client's own usage when it started the server itself).
-pub fn tree_cpu_excluding(pid: u32, exclude: Option<u32>) -> f64 {
-    let skip = exclude.map(tree).unwrap_or_default();
+/// CPU seconds of a process tree, leaving out the subtrees of `exclude`
+/// (the load client's own usage when it started the servers itself).
+pub fn tree_cpu_excluding(pid: u32, exclude: &[u32]) -> f64 {
+    let skip: Vec<u32> = exclude.iter().flat_map(|&p| tree(p)).collect();
     tree(pid)
         .into_iter()
         .filter(|p| !skip.contains(p))
         .map(|p| cpu_secs(p).unwrap_or(0.0))
         .sum()
+}
+
+/// CPU seconds the whole machine spent busy (all cores: /proc/stat `cpu`
+/// line, everything but idle and iowait) since boot.
+pub fn machine_busy_secs() -> f64 {
+    let Ok(s) = std::fs::read_to_string("/proc/stat") else {
+        return 0.0;
+    };
+    let Some(line) = s.lines().find(|l| l.starts_with("cpu ")) else {
+        return 0.0;
+    };
+    let f: Vec<f64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal (guest is inside user)
+    let busy: f64 = f
+        .iter()
+        .take(8)
+        .enumerate()
+        .filter(|(i, _)| *i != 3 && *i != 4)
+        .map(|(_, v)| v)
+        .sum();
+    // SAFETY: sysconf is always safe to call.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    busy / hz.max(1.0)
 }
 
 /// Sum of RSS (kB) and CPU seconds over a process tree.

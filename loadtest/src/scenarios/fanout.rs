@@ -292,7 +292,7 @@ pub type SeqFn = Arc<dyn Fn(u64) -> String + Send + Sync>;
 pub type BodyFn = Arc<dyn Fn(u64, &str) -> String + Send + Sync>;
 
 /// Publishes for `cfg.duration` at `cfg.rate` (0 = as fast as acks allow
-/// with `cfg.inflight` outstanding), via HTTP (`path_of(seq)`,
+/// with `cfg.inflight` outstanding) to `cfg.publish_ep()`, via HTTP (`path_of(seq)`,
 /// `body_of(seq, data)`) or a WebSocket client (`topic_of(seq)`).
 pub async fn publish_loop(
     cfg: &RunCfg,
@@ -300,7 +300,7 @@ pub async fn publish_loop(
     path_of: SeqFn,
     body_of: BodyFn,
 ) -> DriverResult {
-    let via = if cfg.ep.target.has_http() {
+    let via = if cfg.publish_ep().target.has_http() {
         cfg.publish_via
     } else {
         PublishVia::Ws
@@ -321,7 +321,8 @@ async fn http_publish(cfg: &RunCfg, path_of: SeqFn, body_of: BodyFn) -> DriverRe
     for _ in 0..cfg.inflight.max(1) {
         let (next, pad, path_of, body_of) =
             (next.clone(), pad.clone(), path_of.clone(), body_of.clone());
-        let mut http = HttpClient::new(cfg.ep.addr, &cfg.ep.authority, cfg.ep.api_key.clone());
+        let ep = cfg.publish_ep();
+        let mut http = HttpClient::new(ep.addr, &ep.authority, ep.api_key.clone());
         tasks.push(tokio::spawn(async move {
             let mut r = DriverResult::default();
             loop {
@@ -385,7 +386,7 @@ pub fn merge_driver(total: &mut DriverResult, r: DriverResult) {
 /// WebSocket publisher; `topic_of(seq)` names each message's topic.
 pub async fn ws_publish(cfg: &RunCfg, topic_of: SeqFn) -> DriverResult {
     let mut r = DriverResult::default();
-    let mut client = match Client::connect(&cfg.ep, None, None).await {
+    let mut client = match Client::connect(cfg.publish_ep(), None, None).await {
         Ok(c) => c,
         Err(e) => {
             r.errors += 1;
@@ -398,7 +399,7 @@ pub async fn ws_publish(cfg: &RunCfg, topic_of: SeqFn) -> DriverResult {
     let interval = (cfg.rate > 0.0).then(|| Duration::from_secs_f64(1.0 / cfg.rate));
     let window = cfg.inflight.max(1);
     let pad = cfg.pad();
-    let nats = cfg.ep.target.is_nats();
+    let nats = cfg.publish_ep().target.is_nats();
     let mut inflight: BTreeMap<u64, u64> = BTreeMap::new();
     let mut seq = 0u64;
     let mut next_due = start;

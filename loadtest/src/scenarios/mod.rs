@@ -21,7 +21,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::oneshot;
 
 use crate::adapter::Endpoint;
-use crate::stats::{now_micros, tree_cpu_excluding, tree_usage, Hist, Timeline};
+use crate::stats::{machine_busy_secs, now_micros, tree_cpu_excluding, tree_usage, Hist, Timeline};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ValueEnum)]
 #[serde(rename_all = "kebab-case")]
@@ -75,9 +75,29 @@ pub struct RunCfg {
     pub payload_bytes: usize,
     pub procs: usize,
     pub server_pid: Option<u32>,
+    /// The publisher's server when it differs from `ep` (`--publish-url`: a
+    /// fleet with the publisher on one node and the subscribers on another).
+    #[serde(default)]
+    pub pub_ep: Option<Endpoint>,
+    /// More server processes whose RSS and CPU count as the server's (and
+    /// not the client's): the other nodes of a fleet and its Redis.
+    #[serde(default)]
+    pub extra_server_pids: Vec<u32>,
 }
 
 impl RunCfg {
+    /// Where the publisher sends: `pub_ep`, else `ep`.
+    pub fn publish_ep(&self) -> &Endpoint {
+        self.pub_ep.as_ref().unwrap_or(&self.ep)
+    }
+    /// Every server process measured (`server_pid` first).
+    pub fn server_pids(&self) -> Vec<u32> {
+        self.server_pid
+            .iter()
+            .chain(&self.extra_server_pids)
+            .copied()
+            .collect()
+    }
     pub fn src_for(&self, conn: usize) -> Option<IpAddr> {
         if self.src_ips.is_empty() {
             None
@@ -339,6 +359,36 @@ pub struct ServerUsage {
     pub rss_ready_kb: u64,
     pub rss_after_kb: u64,
     pub cpu_secs: f64,
+    /// CPU seconds of each server process (tree) in the order of
+    /// `RunCfg::server_pids`, when there is more than one.
+    #[serde(default)]
+    pub cpu_by_pid: Vec<(u32, f64)>,
+}
+
+/// RSS (kB) and CPU seconds summed over several process trees, and the CPU
+/// of each tree.
+struct Usage {
+    rss_kb: u64,
+    cpu: f64,
+    each: Vec<(u32, f64)>,
+}
+
+fn usage_of(pids: &[u32]) -> Option<Usage> {
+    if pids.is_empty() {
+        return None;
+    }
+    let mut u = Usage {
+        rss_kb: 0,
+        cpu: 0.0,
+        each: Vec::new(),
+    };
+    for &p in pids {
+        let (r, c) = tree_usage(p);
+        u.rss_kb += r;
+        u.cpu += c;
+        u.each.push((p, c));
+    }
+    Some(u)
 }
 
 /// Result of the parent's driver (publisher) during the measured phase.
@@ -367,6 +417,10 @@ pub struct Outcome {
     /// server, was the bottleneck.
     #[serde(default)]
     pub client_cpu_secs: f64,
+    /// CPU seconds the whole machine was busy during the measured phase:
+    /// minus server and client, what other processes took (noise).
+    #[serde(default)]
+    pub machine_cpu_secs: f64,
     /// connections/s during setup
     pub connect_rate: f64,
     pub slow_share: f64,
@@ -564,7 +618,8 @@ async fn spawn_workers(cfg: &RunCfg) -> Result<Vec<WorkerHandle>> {
 
 /// Runs a whole scenario: workers, driver, server usage sampling.
 pub async fn run(cfg: &RunCfg) -> Result<Outcome> {
-    let usage0 = cfg.server_pid.map(tree_usage);
+    let pids = cfg.server_pids();
+    let usage0 = usage_of(&pids);
     let t0 = Instant::now();
     let mut hs = spawn_workers(cfg).await?;
     let setup_timeout = Duration::from_secs(60 + (cfg.conns / 200) as u64);
@@ -584,8 +639,9 @@ pub async fn run(cfg: &RunCfg) -> Result<Outcome> {
         ready.connect_errors,
         setup
     );
-    let usage_ready = cfg.server_pid.map(tree_usage);
-    let client0 = tree_cpu_excluding(std::process::id(), cfg.server_pid);
+    let usage_ready = usage_of(&pids);
+    let client0 = tree_cpu_excluding(std::process::id(), &pids);
+    let machine0 = machine_busy_secs();
     let start_us = now_micros() + 50_000;
     for h in hs.iter_mut() {
         h.go(GoMsg { start_us }).await?;
@@ -604,8 +660,9 @@ pub async fn run(cfg: &RunCfg) -> Result<Outcome> {
         }
     };
     tokio::time::sleep(cfg.drain).await;
-    let usage_after = cfg.server_pid.map(tree_usage);
-    let client_cpu_secs = tree_cpu_excluding(std::process::id(), cfg.server_pid) - client0;
+    let usage_after = usage_of(&pids);
+    let client_cpu_secs = tree_cpu_excluding(std::process::id(), &pids) - client0;
+    let machine_cpu_secs = machine_busy_secs() - machine0;
     let mut merged = WorkerResult::default();
     for h in hs {
         let r = h
@@ -617,10 +674,19 @@ pub async fn run(cfg: &RunCfg) -> Result<Outcome> {
     }
     let server = match (usage0, usage_ready, usage_after) {
         (Some(a), Some(b), Some(c)) => Some(ServerUsage {
-            rss_before_kb: a.0,
-            rss_ready_kb: b.0,
-            rss_after_kb: c.0,
-            cpu_secs: c.1 - a.1,
+            rss_before_kb: a.rss_kb,
+            rss_ready_kb: b.rss_kb,
+            rss_after_kb: c.rss_kb,
+            cpu_secs: c.cpu - a.cpu,
+            cpu_by_pid: if pids.len() > 1 {
+                c.each
+                    .iter()
+                    .zip(&a.each)
+                    .map(|(&(p, after), &(_, before))| (p, after - before))
+                    .collect()
+            } else {
+                Vec::new()
+            },
         }),
         _ => None,
     };
@@ -642,6 +708,7 @@ pub async fn run(cfg: &RunCfg) -> Result<Outcome> {
         server,
         slow_share: cfg.slow_share,
         client_cpu_secs,
+        machine_cpu_secs,
     })
 }
 
