@@ -99,4 +99,32 @@ fn scenarios_against_tokio_peer() {
     .concat());
     assert_eq!(v["connected"], 40);
     assert_eq!(v["lost"], 0);
+
+    // --publish-url: the publisher goes to its own server. The same one: all delivered.
+    let v = run(&[
+        &["fanout"],
+        &common[..],
+        &[
+            "--conns",
+            "20",
+            "--rate",
+            "100",
+            "--publish-url",
+            addr.as_str(),
+        ],
+    ]
+    .concat());
+    assert_eq!(v["lost"], 0);
+    assert!(v["received"].as_u64().unwrap() >= 20 * 50, "{v}");
+    // Another, unconnected peer: the publishes are acked there, nothing arrives here.
+    let (_other, other) = start_peer();
+    let out = Command::new(env!("CARGO_BIN_EXE_loadtest"))
+        .args(["fanout", "--conns", "5", "--rate", "100", "--json"])
+        .args(&common[..])
+        .args(["--publish-url", other.as_str(), "--drain", "200ms"])
+        .output()
+        .expect("run loadtest");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json output");
+    assert!(v["published"].as_u64().unwrap() > 0, "{v}");
+    assert_eq!(v["received"], 0, "{v}");
 }
