@@ -586,16 +586,11 @@ pub async fn execute(
                     .user_connections(&app.name, user_type, user_id)
                     .await
                     .map_err(query_error)?,
-                None => g
-                    .presence
-                    .user_connections(&user_key(app, user_type, user_id))
-                    .into_iter()
-                    .filter_map(|id| {
-                        g.presence
-                            .connection(id)
-                            .map(|i| crate::presence::info_json(&g.apps, id, &i))
-                    })
-                    .collect(),
+                None => local_infos(
+                    g,
+                    g.presence
+                        .user_connections(&user_key(app, user_type, user_id)),
+                ),
             };
             serde_json::json!({ "connections": infos })
         }
@@ -630,16 +625,7 @@ pub async fn execute(
                     .topic_subscribers(&app.name, topic)
                     .await
                     .map_err(query_error)?,
-                None => g
-                    .presence
-                    .topic_subscribers(&app.scope(topic))
-                    .into_iter()
-                    .filter_map(|id| {
-                        g.presence
-                            .connection(id)
-                            .map(|i| crate::presence::info_json(&g.apps, id, &i))
-                    })
-                    .collect(),
+                None => local_infos(g, g.presence.topic_subscribers(&app.scope(topic))),
             };
             let subs: Vec<_> = infos
                 .iter()
@@ -689,6 +675,17 @@ pub async fn execute(
             ok()
         }
     })
+}
+
+/// The info of this node's connections `ids` (those still open).
+fn local_infos(g: &crate::runtime::Global, ids: Vec<u64>) -> Vec<serde_json::Value> {
+    ids.into_iter()
+        .filter_map(|id| {
+            g.presence
+                .connection(id)
+                .map(|i| crate::presence::info_json(&g.apps, id, &i))
+        })
+        .collect()
 }
 
 fn user_key(app: &App, user_type: &str, user_id: &str) -> UserKey {

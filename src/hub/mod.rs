@@ -27,7 +27,7 @@ pub use conn::{CloseReason, ConnHandle, Identity};
 use crate::broker::Broker;
 use crate::metrics::ShardCounters;
 use crate::presence::Presence;
-use crate::runtime::mesh::{Mesh, ShardMsg, Target};
+use crate::runtime::mesh::{shards_in, Mesh, ShardMsg, Target};
 
 /// One topic on this shard.
 #[derive(Default)]
@@ -330,10 +330,7 @@ impl Hub {
         c: &ShardCounters,
     ) -> usize {
         if let Some(&mask) = self.remote.get(topic) {
-            let mut m = mask;
-            while m != 0 {
-                let dst = m.trailing_zeros() as usize;
-                m &= m - 1;
+            for dst in shards_in(mask) {
                 mesh.send(
                     dst,
                     ShardMsg::Deliver {

@@ -43,6 +43,19 @@ pub enum ShardMsg {
     Api { app: u16, body: Bytes },
 }
 
+/// The shard indices set in an interest mask, lowest first.
+pub fn shards_in(mask: u64) -> impl Iterator<Item = usize> {
+    let mut m = mask;
+    std::iter::from_fn(move || {
+        if m == 0 {
+            return None;
+        }
+        let shard = m.trailing_zeros() as usize;
+        m &= m - 1;
+        Some(shard)
+    })
+}
+
 /// A batch: what one shard sends another per tick.
 pub type Batch = Vec<ShardMsg>;
 
@@ -89,5 +102,15 @@ impl Mesh {
                 let _ = self.senders[dst].send(std::mem::take(batch));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn shards_in_lists_set_bits_lowest_first() {
+        assert_eq!(super::shards_in(0).count(), 0);
+        assert_eq!(super::shards_in(0b1010_0001).collect::<Vec<_>>(), [0, 5, 7]);
+        assert_eq!(super::shards_in(1 << 63).collect::<Vec<_>>(), [63]);
     }
 }

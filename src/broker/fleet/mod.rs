@@ -43,7 +43,7 @@ use super::redis::{
 };
 use super::{Broker, Health, Outbound};
 use crate::presence::Presence;
-use crate::runtime::mesh::{Batch, ShardMsg, Target};
+use crate::runtime::mesh::{shards_in, Batch, ShardMsg, Target};
 use wire::Body;
 
 /// How long a channel stays subscribed after its last local subscriber left.
@@ -392,10 +392,7 @@ impl Inner {
             };
             match env.body {
                 Body::Frame(frame) => {
-                    let mut m = mask;
-                    while m != 0 {
-                        let shard = m.trailing_zeros() as usize;
-                        m &= m - 1;
+                    for shard in shards_in(mask) {
                         self.queue(
                             shard,
                             ShardMsg::Deliver {
