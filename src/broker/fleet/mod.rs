@@ -48,6 +48,9 @@ use wire::Body;
 
 /// How long a channel stays subscribed after its last local subscriber left.
 pub const UNSUBSCRIBE_LINGER: Duration = Duration::from_secs(2);
+/// Batches waiting in a shard's queue beyond which frames from Redis are dropped for it
+/// (each batch is at most one socket read from Redis).
+pub const MAX_SHARD_BACKLOG: usize = 1024;
 /// A subscription still unconfirmed by Redis after this is let through anyway (and
 /// counted): a client must never hang in "subscribing".
 pub const CONFIRM_TIMEOUT: Duration = Duration::from_secs(2);
@@ -75,6 +78,8 @@ pub struct FleetStats {
     pub malformed: AtomicU64,
     pub forward_failures: AtomicU64,
     pub confirm_timeouts: AtomicU64,
+    /// Frames from Redis dropped because their shard was [`MAX_SHARD_BACKLOG`] behind.
+    pub backlog_drops: AtomicU64,
     pub api_commands: AtomicU64,
     pub presence_flushes: AtomicU64,
     pub presence_writes: AtomicU64,
@@ -240,6 +245,7 @@ impl RedisBroker {
             "malformed": g(&s.malformed),
             "forward_failures": g(&s.forward_failures),
             "confirm_timeouts": g(&s.confirm_timeouts),
+            "backlog_drops": g(&s.backlog_drops),
             "api_commands": g(&s.api_commands),
             "presence_flushes": g(&s.presence_flushes),
             "presence_writes": g(&s.presence_writes),
@@ -469,6 +475,14 @@ impl Inner {
         };
         let mut out = lock(&self.outgoing);
         for (shard, batch) in out.iter_mut().enumerate() {
+            if batch.is_empty() {
+                continue;
+            }
+            // A shard this far behind (CPU-bound) gets no more frames from Redis until it
+            // catches up: dropped and counted, so memory stays bounded (delivery is
+            // at-most-once). Commands and disconnects still go through.
+            let dropped = trim_for_backlog(batch, senders[shard].len());
+            self.stats.backlog_drops.fetch_add(dropped, Relaxed);
             if !batch.is_empty() {
                 let _ = senders[shard].send(std::mem::take(batch));
             }
@@ -546,6 +560,17 @@ impl Inner {
             self.release(&ch, w);
         }
     }
+}
+
+/// Drop the frames of `batch` when its shard already has `queued` batches waiting, at
+/// least [`MAX_SHARD_BACKLOG`]; returns how many were dropped.
+fn trim_for_backlog(batch: &mut Batch, queued: usize) -> u64 {
+    if queued < MAX_SHARD_BACKLOG {
+        return 0;
+    }
+    let before = batch.len();
+    batch.retain(|m| !matches!(m, ShardMsg::Deliver { .. }));
+    (before - batch.len()) as u64
 }
 
 /// The shard that owns a connection id.
@@ -660,5 +685,30 @@ impl Broker for RedisBroker {
 
     fn fleet(&self) -> Option<&RedisBroker> {
         Some(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_shard_far_behind_gets_commands_but_no_frames() {
+        let frame = || ShardMsg::Deliver {
+            target: Target::Broadcast(None),
+            frame: Bytes::from_static(b"f"),
+        };
+        let mut batch = vec![
+            frame(),
+            ShardMsg::Disconnect {
+                conn: 1,
+                code: 4000,
+            },
+            frame(),
+        ];
+        assert_eq!(trim_for_backlog(&mut batch, MAX_SHARD_BACKLOG - 1), 0);
+        assert_eq!(batch.len(), 3);
+        assert_eq!(trim_for_backlog(&mut batch, MAX_SHARD_BACKLOG), 2);
+        assert!(matches!(batch[..], [ShardMsg::Disconnect { .. }]));
     }
 }
