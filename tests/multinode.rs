@@ -264,7 +264,7 @@ async fn presence_reads_the_same_on_every_node_and_disconnects_cross_nodes() {
         .await;
         eventually("counts", || async {
             let s = get(n, "/api/v1/stats").await;
-            s["app_connections"] == 4 && s["app_authenticated"] == 3
+            s["app_connections"] == 4 && s["app_authenticated"] == 3 && s["counts_scope"] == "fleet"
         })
         .await;
     }
@@ -354,6 +354,11 @@ async fn a_redis_restart_is_survived() {
     assert_eq!(recv_json(&mut alice).await["data"]["n"], 0);
     let (status, body) = a.http("GET", "/api/v1/users/user/alice/online", None).await;
     assert_eq!(status, 503, "{body}");
+    // Stats still answer during the outage, with this node's counts.
+    let s = get(&a, "/api/v1/stats").await;
+    assert_eq!(s["counts_scope"], "node", "{s}");
+    assert_eq!(s["app_connections"], 1, "{s}");
+    assert_eq!(s["redis"]["status"], "down", "{s}");
 
     let redis = RedisServer::start_on(port);
     wait_redis_up(&a).await;

@@ -860,17 +860,20 @@ pub async fn run_channel_command(shard: Rc<Shard>, app: u16, body: bytes::Bytes)
 async fn stats(shard: &Rc<Shard>, app: &App, admin: bool) -> Result<serde_json::Value, ApiError> {
     let g = &shard.global;
     let get = ShardCounters::get;
-    let (conns, authed) = match g.broker.fleet() {
-        Some(f) => {
-            let (c, a) = f.queries().counts(&app.name).await.map_err(query_error)?;
-            (c as usize, a as usize)
-        }
-        None => g.presence.counts(Some(app.index)),
+    // Fleet-wide counts come from Redis; while it is away, stats (what an operator
+    // looks at during an outage) still answer, with this node's counts and the scope.
+    let (scope, (conns, authed)) = match g.broker.fleet() {
+        Some(f) => match f.queries().counts(&app.name).await {
+            Ok((c, a)) => ("fleet", (c as usize, a as usize)),
+            Err(_) => ("node", g.presence.counts(Some(app.index))),
+        },
+        None => ("node", g.presence.counts(Some(app.index))),
     };
     let mut body = serde_json::json!({
         "app": &*app.name,
         "app_connections": conns,
         "app_authenticated": authed,
+        "counts_scope": scope,
         "broker": g.broker.name(),
         "uptime_secs": g.started.elapsed().map_or(0, |d| d.as_secs()),
     });
