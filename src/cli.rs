@@ -127,6 +127,10 @@ pub struct ServeArgs {
     /// crashed node's users vanish within it.
     #[arg(long, env = "RINGCAST_PRESENCE_TTL", value_parser = crate::config::file::parse_duration)]
     pub presence_ttl: Option<Duration>,
+    /// On SIGTERM (or SIGINT), how long connections get to close (they are sent Close
+    /// 1001 "going away") before the process exits, e.g. `10s`.
+    #[arg(long, env = "RINGCAST_DRAIN_TIMEOUT", value_parser = crate::config::file::parse_duration)]
+    pub drain_timeout: Option<Duration>,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -208,6 +212,7 @@ impl ServeArgs {
             redis_cluster: self.redis_cluster,
             node_id: self.node_id,
             presence_ttl: self.presence_ttl.unwrap_or(d.presence_ttl),
+            drain_timeout: self.drain_timeout.unwrap_or(d.drain_timeout),
             ..d
         })
     }

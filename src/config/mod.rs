@@ -61,6 +61,8 @@ pub struct Config {
     pub node_id: Option<String>,
     /// Presence entries in Redis expire this long after the node's last refresh.
     pub presence_ttl: Duration,
+    /// On SIGTERM, how long connections get to go away before the process exits.
+    pub drain_timeout: Duration,
 }
 
 impl Default for Config {
@@ -91,6 +93,7 @@ impl Default for Config {
             redis_cluster: Vec::new(),
             node_id: None,
             presence_ttl: Duration::from_secs(60),
+            drain_timeout: Duration::from_secs(10),
             jwt: Default::default(),
         }
     }

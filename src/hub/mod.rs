@@ -431,7 +431,7 @@ impl Hub {
             }
             ShardMsg::InterestAck { topic, gen } => self.on_ack(topic, gen, mesh, c),
             // Run by the shard, not the hub (see runtime::shard).
-            ShardMsg::Api { .. } => {}
+            ShardMsg::Api { .. } | ShardMsg::Drain => {}
         }
     }
 

@@ -41,6 +41,9 @@ pub enum ShardMsg {
     /// A backend command from the Redis command channel (`ringcast:api:{app}`), JSON
     /// as in the HTTP API, to run on this node's connections.
     Api { app: u16, body: Bytes },
+    /// The process is stopping: stop accepting and ask every connection to go away
+    /// (Close 1001, so clients reconnect to another node).
+    Drain,
 }
 
 /// The shard indices set in an interest mask, lowest first.

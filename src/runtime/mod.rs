@@ -119,6 +119,64 @@ fn start_fleet(
     Ok(Some(b))
 }
 
+/// SIGTERM/SIGINT: drain, then exit. Every shard stops accepting and asks its
+/// connections to go away (Close 1001: clients reconnect elsewhere); once they are gone,
+/// or after `drain_timeout`, a fleet node removes its presence from Redis (its users
+/// vanish at once instead of after the TTL) and the process exits 0. A second signal
+/// exits at once.
+fn start_signal_thread(
+    global: Arc<Global>,
+    senders: Vec<flume::Sender<mesh::Batch>>,
+    fleet: Option<RedisBroker>,
+) -> anyhow::Result<()> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])
+        .context("installing signal handlers")?;
+    std::thread::Builder::new()
+        .name("ringcast-signals".into())
+        .spawn(move || {
+            let mut forever = signals.forever();
+            let Some(sig) = forever.next() else { return };
+            std::thread::spawn(move || drain(sig, &global, &senders, fleet.as_ref()));
+            if forever.next().is_some() {
+                tracing::warn!("second signal: exiting now");
+                std::process::exit(1);
+            }
+        })
+        .context("spawning the signal thread")?;
+    Ok(())
+}
+
+fn drain(
+    sig: i32,
+    global: &Global,
+    senders: &[flume::Sender<mesh::Batch>],
+    fleet: Option<&RedisBroker>,
+) -> ! {
+    let timeout = global.config.drain_timeout;
+    let open = || -> u64 {
+        global
+            .counters
+            .iter()
+            .map(|c| ShardCounters::get(&c.connections))
+            .sum()
+    };
+    tracing::info!(signal = sig, connections = open(), ?timeout, "draining");
+    for s in senders {
+        let _ = s.send(vec![mesh::ShardMsg::Drain]);
+    }
+    let deadline = std::time::Instant::now() + timeout;
+    while open() > 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let left = open();
+    if let Some(f) = fleet {
+        f.leave(std::time::Duration::from_secs(2));
+    }
+    tracing::info!(left, "drained; exiting");
+    std::process::exit(0)
+}
+
 fn random_node_id() -> String {
     use rand::Rng as _;
     const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
@@ -162,6 +220,7 @@ pub fn serve_apps(config: Config, apps: Vec<App>) -> anyhow::Result<()> {
     if let Some(f) = &fleet {
         f.attach(senders.clone());
     }
+    start_signal_thread(global.clone(), senders.clone(), fleet.clone())?;
     let cores = core_affinity::get_core_ids().unwrap_or_default();
     let mut threads = Vec::with_capacity(n);
     for (id, (listener, inbox)) in listeners.into_iter().zip(receivers).enumerate() {

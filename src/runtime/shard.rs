@@ -11,6 +11,7 @@ use super::Global;
 use crate::hub::{conn::SHARD_SHIFT, CloseReason, Hub};
 use crate::metrics::ShardCounters;
 use crate::ws;
+use std::future::Future as _;
 
 /// io_uring submission queue entries per shard: room for a burst of writes to thousands
 /// of connections in one `io_uring_enter`.
@@ -34,6 +35,8 @@ pub struct Shard {
     start: Instant,
     /// The ping frame every connection is sent, encoded once.
     pub ping_frame: Bytes,
+    /// Tells the accept loop to stop (the process is draining).
+    stop_accepting: flume::Sender<()>,
 }
 
 impl Shard {
@@ -102,6 +105,7 @@ pub fn run(
         driver,
         "shard started"
     );
+    let (stop_accepting, stop_rx) = flume::bounded(1);
     rt.block_on(async move {
         let shard = Rc::new(Shard {
             id,
@@ -112,15 +116,18 @@ pub fn run(
             next_seq: Cell::new(0),
             start: Instant::now(),
             ping_frame: ws::encode_frame(ws::OpCode::Ping, b""),
+            stop_accepting,
             global,
         });
         monoio::spawn(drain_inbox(shard.clone(), inbox));
         monoio::spawn(sweep(shard.clone()));
-        accept_loop(shard, listener).await;
+        accept_loop(shard, listener, stop_rx).await;
+        // Draining: keep serving the connections until the process exits.
+        std::future::pending::<()>().await;
     });
 }
 
-async fn accept_loop(shard: Rc<Shard>, listener: std::net::TcpListener) {
+async fn accept_loop(shard: Rc<Shard>, listener: std::net::TcpListener, stop: flume::Receiver<()>) {
     let listener = match monoio::net::TcpListener::from_std(listener) {
         Ok(l) => l,
         Err(e) => {
@@ -130,7 +137,24 @@ async fn accept_loop(shard: Rc<Shard>, listener: std::net::TcpListener) {
     };
     let mut last_warn: Option<Instant> = None;
     loop {
-        match listener.accept().await {
+        let next = {
+            let mut accept = std::pin::pin!(listener.accept());
+            let mut stopped = std::pin::pin!(stop.recv_async());
+            std::future::poll_fn(|cx| {
+                if stopped.as_mut().poll(cx).is_ready() {
+                    return std::task::Poll::Ready(None);
+                }
+                accept.as_mut().poll(cx).map(Some)
+            })
+            .await
+        };
+        let Some(next) = next else {
+            // Dropping the listener closes this shard's socket: the kernel sends new
+            // connections to the shards (or processes) still listening.
+            tracing::info!(shard = shard.id, "draining: no longer accepting");
+            return;
+        };
+        match next {
             Ok((stream, peer)) => {
                 let _ = stream.set_nodelay(true);
                 ShardCounters::add(&shard.counters().accepted, 1);
@@ -168,6 +192,15 @@ async fn drain_inbox(shard: Rc<Shard>, inbox: flume::Receiver<Batch>) {
                 match m {
                     ShardMsg::Api { app, body } => {
                         monoio::spawn(crate::api::run_channel_command(shard.clone(), app, body));
+                    }
+                    ShardMsg::Drain => {
+                        let _ = shard.stop_accepting.try_send(());
+                        for h in hub.conns() {
+                            h.request_close(crate::hub::CloseReason {
+                                code: 1001,
+                                reason: "going away",
+                            });
+                        }
                     }
                     m => hub.on_mesh(m, &shard.mesh, c),
                 }

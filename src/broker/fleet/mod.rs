@@ -114,6 +114,8 @@ pub(crate) struct Inner {
     pub presence: Arc<Presence>,
     pub stats: FleetStats,
     next_api_shard: AtomicUsize,
+    /// Set when the node is stopping: the presence writer writes nothing more.
+    pub(crate) leaving: std::sync::atomic::AtomicBool,
     pub cfg: FleetConfig,
 }
 
@@ -161,6 +163,7 @@ impl RedisBroker {
             presence,
             stats: FleetStats::default(),
             next_api_shard: AtomicUsize::new(0),
+            leaving: std::sync::atomic::AtomicBool::new(false),
             cfg,
         });
         let sink = LinkSink(inner.clone());
@@ -203,6 +206,33 @@ impl RedisBroker {
 
     pub fn link_metrics(&self) -> LinkMetrics {
         self.link().metrics()
+    }
+
+    /// The node is stopping: take its presence out of Redis now (its users vanish at
+    /// once, not after the TTL) and stop writing. Waits at most `wait`.
+    pub fn leave(&self, wait: Duration) {
+        let i = &self.inner;
+        i.leaving.store(true, Relaxed);
+        let mut cmds = vec![redis::cmd("ZREM")
+            .arg(presence::NODES)
+            .arg(&*i.node)
+            .clone()];
+        for app in &i.apps {
+            let keys: Vec<String> = ["conns", "users", "topics", "counts"]
+                .iter()
+                .map(|w| presence::key(app, &i.node, w))
+                .collect();
+            cmds.push(redis::cmd("DEL").arg(keys).clone());
+        }
+        let done = self.link().commands(cmds);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build();
+        match rt.map(|rt| rt.block_on(async { tokio::time::timeout(wait, done).await })) {
+            Ok(Ok(Ok(_))) => tracing::info!(node = &*i.node, "presence removed from redis"),
+            Ok(Ok(Err(e))) => tracing::warn!("removing presence from redis: {e}"),
+            _ => tracing::warn!("removing presence from redis: no answer in {wait:?}"),
+        }
     }
 
     /// Both Redis connections are up.

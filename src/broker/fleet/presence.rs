@@ -38,12 +38,12 @@ use crate::broker::redis::LinkError;
 use crate::hub::conn::format_conn_id;
 use crate::presence::{Change, Mirror, UserKey};
 
-const NODES: &str = "ringcast:nodes";
+pub(super) const NODES: &str = "ringcast:nodes";
 const SWEEP_EVERY: Duration = Duration::from_millis(250);
 /// Fields (or members) per write command, and commands per pipeline unit.
 const CHUNK: usize = 512;
 
-fn key(app: &str, node: &str, what: &str) -> String {
+pub(super) fn key(app: &str, node: &str, what: &str) -> String {
     format!("ringcast:{{{app}:{node}}}:{what}")
 }
 
@@ -145,6 +145,9 @@ impl Writer {
                 next_sweep = now + SWEEP_EVERY;
             }
             let link = self.inner.link();
+            if self.inner.leaving.load(Relaxed) {
+                continue;
+            }
             if !link.is_command_up() {
                 // Nothing can be written; what changes meanwhile is rewritten on reconnect.
                 *lock(&self.state.dirty) = Dirty::default();
