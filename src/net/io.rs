@@ -106,10 +106,10 @@ impl ConnIo {
     /// publisher): first one non-blocking `sendmsg` of all of them (up to `IOV_MAX`);
     /// when the socket buffer has room that is the whole write, with no op to complete
     /// and no second wake of this task, and only what did not fit goes through an
-    /// io_uring `writev`. Measured (loadtest fanout, 5,000 subscribers, WS publisher as
-    /// fast as acks allow, two client processes): 3.2 M deliveries/s against 2.1 M with
-    /// io_uring only; trying `sendmsg` for single frames too cost 30% more server CPU at
-    /// 1,000 × 100 msg/s (a syscall per frame instead of batched submissions).
+    /// io_uring `writev`. Measured (loadtest/RESULTS.md §11, A/B against io_uring only):
+    /// 1.2–1.6× the deliveries per second at max fan-out for the same server CPU,
+    /// unchanged at 1,000 × 100 msg/s; `sendmsg` for single frames too cost ~30% more
+    /// server CPU there (a syscall per frame instead of batched submissions).
     pub async fn write_out(&self, out: Outgoing) -> io::Result<usize> {
         match out {
             Outgoing::One(f) => self.write_one(f).await,
