@@ -51,7 +51,19 @@ pub async fn worker(cfg: RunCfg, idx: usize, n: usize, ctl: Ctl) -> Result<Worke
     let stop = ctl.stop.await.unwrap_or_default();
     sh.quiesce().await;
     let _ = stop_tx.send(true);
-    Ok(finish(&sh, tasks, stop.published, 0.0, false).await)
+    let mine = sends_to_worker(stop.published, cfg.conns, idx, n);
+    Ok(finish(&sh, tasks, mine, 0.0, false).await)
+}
+
+/// How many of the first `published` sends went to this worker's users (user `i`
+/// belongs to worker `i % n`, see `my_conns`): what it should have received.
+pub fn sends_to_worker(published: u64, users: usize, idx: usize, n: usize) -> u64 {
+    if n <= 1 {
+        return published;
+    }
+    (0..published)
+        .filter(|&seq| target_of(seq, users) % n == idx)
+        .count() as u64
 }
 
 pub async fn driver(cfg: &RunCfg) -> DriverResult {
@@ -67,4 +79,20 @@ pub async fn driver(cfg: &RunCfg) -> DriverResult {
         Arc::new(|_, data| format!(r#"{{"data":{data}}}"#)),
     )
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_send_is_expected_by_exactly_one_worker() {
+        for n in 1..4 {
+            let total: u64 = (0..n).map(|i| sends_to_worker(1000, 37, i, n)).sum();
+            assert_eq!(total, 1000, "{n} workers");
+        }
+        // Each worker owns its share of users, so it expects only sends to them.
+        let w0 = sends_to_worker(1000, 37, 0, 2);
+        assert!(w0 > 300 && w0 < 700, "{w0}");
+    }
 }
