@@ -438,13 +438,7 @@ fn report_rounds(a: &FleetArgs, rounds: &[Round]) -> Result<i32> {
             .flatten()
             .flat_map(|o| report::check(&o.outcome))
             .collect();
-        if !problems.is_empty() {
-            for p in &problems {
-                eprintln!("CHECK FAILED: {p}");
-            }
-            return Ok(2);
-        }
-        eprintln!("check passed");
+        return Ok(report::report_check(&problems));
     }
     Ok(0)
 }
@@ -577,18 +571,6 @@ fn table(a: &FleetArgs, rounds: &[Round]) -> String {
             ]);
         }
     }
-    let ncol = cells.iter().map(Vec::len).max().unwrap_or(0);
-    let widths: Vec<usize> = (0..ncol)
-        .map(|c| {
-            cells
-                .iter()
-                .filter(|r| r.len() > 2)
-                .filter_map(|r| r.get(c))
-                .map(|s| s.chars().count())
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
     let mut out = format!(
         "fleet: fanout, {} subscribers, {} msg/s{}, {:.0}s, publish via {} (two nodes: publisher on A, subscribers on B)\n",
         w.conns,
@@ -597,19 +579,7 @@ fn table(a: &FleetArgs, rounds: &[Round]) -> String {
         w.duration.as_secs_f64(),
         format!("{:?}", w.publish_via).to_lowercase(),
     );
-    for (i, r) in cells.iter().enumerate() {
-        let line: Vec<String> = r
-            .iter()
-            .enumerate()
-            .map(|(c, s)| format!("{s:<w$}", w = widths[c]))
-            .collect();
-        out.push_str(line.join("  ").trim_end());
-        out.push('\n');
-        if i == 0 {
-            out.push_str(&"-".repeat(widths.iter().sum::<usize>() + 2 * ncol.saturating_sub(1)));
-            out.push('\n');
-        }
-    }
+    report::render_rows(&mut out, &cells, |r| r.len() > 2);
     out.push_str(&notes);
     out
 }

@@ -261,13 +261,7 @@ async fn run_cmd(scenario: Scenario, args: RunArgs) -> Result<i32> {
     }
     if args.check {
         let problems: Vec<String> = outs.iter().flat_map(|(_, o)| report::check(o)).collect();
-        if !problems.is_empty() {
-            for p in &problems {
-                eprintln!("CHECK FAILED: {p}");
-            }
-            return Ok(2);
-        }
-        eprintln!("check passed");
+        return Ok(report::report_check(&problems));
     }
     Ok(0)
 }

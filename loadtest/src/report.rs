@@ -471,18 +471,27 @@ pub fn compare_table(
         }
         cells.push(row);
     }
-    let ncol = cells.iter().map(|r| r.len()).max().unwrap_or(0);
+    let mut out = String::new();
+    render_rows(&mut out, &cells, |_| true);
+    out.push_str("(ratio: to the best peer for that column; 1.00x = best)\n");
+    out
+}
+
+/// Append `cells` as aligned columns, the first row a header underlined with dashes.
+/// Column widths come from the rows `sizes` accepts (others may overflow them).
+pub fn render_rows(out: &mut String, cells: &[Vec<String>], sizes: impl Fn(&[String]) -> bool) {
+    let ncol = cells.iter().map(Vec::len).max().unwrap_or(0);
     let widths: Vec<usize> = (0..ncol)
         .map(|c| {
             cells
                 .iter()
+                .filter(|r| sizes(r))
                 .filter_map(|r| r.get(c))
                 .map(|s| s.chars().count())
                 .max()
                 .unwrap_or(0)
         })
         .collect();
-    let mut out = String::new();
     for (i, r) in cells.iter().enumerate() {
         let line: Vec<String> = r
             .iter()
@@ -496,8 +505,18 @@ pub fn compare_table(
             out.push('\n');
         }
     }
-    out.push_str("(ratio: to the best peer for that column; 1.00x = best)\n");
-    out
+}
+
+/// Print `--check` problems; the process exit code (2 when any, else 0).
+pub fn report_check(problems: &[String]) -> i32 {
+    if problems.is_empty() {
+        eprintln!("check passed");
+        return 0;
+    }
+    for p in problems {
+        eprintln!("CHECK FAILED: {p}");
+    }
+    2
 }
 
 /// SVG chart: latency percentile curve (left) and deliveries/s over time
