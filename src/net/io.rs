@@ -18,6 +18,8 @@ use std::os::fd::AsRawFd;
 
 /// Most iovecs handed to one `writev` (Linux `IOV_MAX`).
 const IOV_MAX: usize = 1024;
+/// Most frames in the direct `sendmsg` of a backlog (the rest go through `writev`).
+const DIRECT_MAX: usize = 64;
 
 pub struct ConnIo {
     stream: UnsafeCell<TcpStream>,
@@ -103,7 +105,7 @@ impl ConnIo {
     /// Write what the hub queued. One frame: an io_uring `send` (at a moderate rate most
     /// wakes carry one frame, and the shard submits all its connections' sends in one
     /// `io_uring_enter`). Several frames (a backlog: the connection fell behind a fast
-    /// publisher): first one non-blocking `sendmsg` of all of them (up to `IOV_MAX`);
+    /// publisher): first one non-blocking `sendmsg` (up to `DIRECT_MAX` frames);
     /// when the socket buffer has room that is the whole write, with no op to complete
     /// and no second wake of this task, and only what did not fit goes through an
     /// io_uring `writev`. Measured (loadtest/RESULTS.md §11, A/B against io_uring only):
@@ -115,24 +117,11 @@ impl ConnIo {
             Outgoing::One(f) => self.write_one(f).await,
             Outgoing::Many(mut v) => {
                 let total: usize = v.iter().map(Bytes::len).sum();
-                let mut n = self.send_now(&v[..v.len().min(IOV_MAX)])?;
+                let n = self.send_now(&v)?;
                 if n == total {
                     return Ok(total);
                 }
-                let whole = v
-                    .iter()
-                    .take_while(|b| {
-                        let fits = n >= b.len();
-                        if fits {
-                            n -= b.len();
-                        }
-                        fits
-                    })
-                    .count();
-                v.drain(..whole);
-                if let Some(b) = v.first_mut() {
-                    b.advance(n);
-                }
+                consume(&mut v, n);
                 self.write_many(v).await.map(|_| total)
             }
         }
@@ -141,13 +130,20 @@ impl ConnIo {
     /// One non-blocking `sendmsg` of `frames`; how many bytes went (0 when the socket
     /// buffer is full).
     fn send_now(&self, frames: &[Bytes]) -> io::Result<usize> {
-        let iov: Vec<libc::iovec> = frames
-            .iter()
-            .map(|b| libc::iovec {
+        // On the stack: this runs once per lagging receiver per write.
+        let empty = libc::iovec {
+            iov_base: std::ptr::null_mut(),
+            iov_len: 0,
+        };
+        let mut iov = [empty; DIRECT_MAX];
+        let frames = &frames[..frames.len().min(DIRECT_MAX)];
+        for (v, b) in iov.iter_mut().zip(frames) {
+            *v = libc::iovec {
                 iov_base: b.as_ptr() as *mut libc::c_void,
                 iov_len: b.len(),
-            })
-            .collect();
+            };
+        }
+        let iov = &iov[..frames.len()];
         // SAFETY: a zeroed msghdr is valid (no name, no control data); it points at
         // `iov`, which lives until the call returns, and each iovec at a `Bytes` of
         // `frames` that the kernel only reads.
@@ -199,31 +195,38 @@ impl ConnIo {
             // SAFETY: as in `write_one`.
             let s = unsafe { &mut *self.stream.get() };
             let (res, batch) = s.writev(IoVecs::new(batch)).await;
-            let mut n = res?;
+            let n = res?;
             if n == 0 {
                 return Err(io::ErrorKind::WriteZero.into());
             }
             total += n;
-            // Drop what was written; a partial write leaves the rest of a frame first.
             let mut left = batch.into_parts();
-            let done = left.iter().take_while(|b| {
-                let whole = n >= b.len();
-                if whole {
-                    n -= b.len();
-                }
-                whole
-            });
-            let done = done.count();
-            left.drain(..done);
-            if let Some(b) = left.first_mut() {
-                b.advance(n);
-            }
+            consume(&mut left, n);
             if !left.is_empty() {
                 left.append(&mut frames);
                 frames = left;
             }
         }
         Ok(total)
+    }
+}
+
+/// Drop the first `n` written bytes from `frames`: whole frames go, and a partial
+/// write leaves the rest of a frame first.
+fn consume(frames: &mut Vec<Bytes>, mut n: usize) {
+    let whole = frames
+        .iter()
+        .take_while(|b| {
+            let fits = n >= b.len();
+            if fits {
+                n -= b.len();
+            }
+            fits
+        })
+        .count();
+    frames.drain(..whole);
+    if let Some(b) = frames.first_mut() {
+        b.advance(n);
     }
 }
 
@@ -258,5 +261,27 @@ unsafe impl IoVecBuf for IoVecs {
     }
     fn read_iovec_len(&self) -> usize {
         self.iov.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn consume_drops_written_frames_and_keeps_the_rest_of_a_partial_one() {
+        let mut f = vec![
+            Bytes::from_static(b"abc"),
+            Bytes::from_static(b"defg"),
+            Bytes::from_static(b"h"),
+        ];
+        consume(&mut f, 5);
+        assert_eq!(f, [Bytes::from_static(b"fg"), Bytes::from_static(b"h")]);
+        consume(&mut f, 2);
+        assert_eq!(f, [Bytes::from_static(b"h")]);
+        consume(&mut f, 0);
+        assert_eq!(f.len(), 1);
+        consume(&mut f, 1);
+        assert!(f.is_empty());
     }
 }
