@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use tokio::sync::{mpsc, watch, Semaphore};
 
-use super::{wait_go, Ctl, LatBatch, Pacer, ReadyInfo, RunCfg, Shared, WorkerResult};
+use super::{wait_go, Ctl, LatBatch, Pacer, ReadyInfo, RunCfg, RxStamp, Shared, WorkerResult};
 use crate::adapter::{payload, Client, Event};
 use crate::stats::now_micros;
 
@@ -81,7 +81,7 @@ pub async fn worker(cfg: RunCfg, idx: usize, n: usize, ctl: Ctl) -> Result<Worke
                 let mut next = start + offset;
                 let mut seq = 0u64;
                 let mut batch = LatBatch::default();
-                let mut last_store = 0u64;
+                let mut stamp = RxStamp::default();
                 let mut stop_rx = stop.clone();
                 let stopped = stop_rx.changed();
                 tokio::pin!(stopped);
@@ -109,10 +109,7 @@ pub async fn worker(cfg: RunCfg, idx: usize, n: usize, ctl: Ctl) -> Result<Worke
                                 }
                                 end.received += 1;
                                 sh.tick(now, 1);
-                                if now.saturating_sub(last_store) >= 20_000 {
-                                    sh.last_rx_us.fetch_max(now, Relaxed);
-                                    last_store = now;
-                                }
+                                stamp.note(&sh, now);
                             }
                             Ok(Event::Error(e)) => {
                                 sh.publish_errors.fetch_add(1, Relaxed);
@@ -130,7 +127,7 @@ pub async fn worker(cfg: RunCfg, idx: usize, n: usize, ctl: Ctl) -> Result<Worke
                     }
                 }
                 batch.flush(&sh);
-                sh.last_rx_us.fetch_max(last_store, Relaxed);
+                stamp.flush(&sh);
                 Some(end)
             }));
         }

@@ -12,8 +12,8 @@ use anyhow::Result;
 use tokio::sync::{mpsc, watch, Semaphore};
 
 use super::{
-    my_conns, wait_go, Ctl, DriverResult, LatBatch, Pacer, PublishVia, ReadyInfo, RunCfg, Shared,
-    WorkerResult,
+    my_conns, wait_go, Ctl, DriverResult, LatBatch, Pacer, PublishVia, ReadyInfo, RunCfg, RxStamp,
+    Shared, WorkerResult,
 };
 use crate::adapter::{payload, Client, Event};
 use crate::http::HttpClient;
@@ -50,7 +50,7 @@ pub async fn read_loop(
     let mut received = 0u64;
     let mut sec_start = 0u64;
     let mut sec_count = 0u64;
-    let mut last_store = 0u64;
+    let mut stamp = RxStamp::default();
     // One long-lived stop future: re-creating `changed()` per message would
     // register/unregister a waiter on a Notify shared by all tasks each time.
     let mut stop_rx = stop.clone();
@@ -73,11 +73,7 @@ pub async fn read_loop(
                         tracker.see(seq);
                     }
                     received += 1;
-                    // Shared cache line: update at most every 20 ms.
-                    if now.saturating_sub(last_store) >= 20_000 {
-                        sh.last_rx_us.fetch_max(now, Relaxed);
-                        last_store = now;
-                    }
+                    stamp.note(sh, now);
                     if now.saturating_sub(sec_start) >= 1_000_000 {
                         if sec_count > 0 {
                             sh.tick(sec_start, sec_count);
@@ -101,9 +97,7 @@ pub async fn read_loop(
     if sec_count > 0 {
         sh.tick(sec_start, sec_count);
     }
-    if received > 0 && sec_start > 0 {
-        sh.last_rx_us.fetch_max(last_store, Relaxed);
-    }
+    stamp.flush(sh);
     batch.flush(sh);
     sh.received.fetch_add(received, Relaxed);
 }

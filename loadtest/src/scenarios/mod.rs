@@ -747,3 +747,44 @@ impl Pacer {
         }
     }
 }
+
+/// When a receiver last got a delivery. The shared `last_rx_us` is one cache line for
+/// every task, so it is written at most every 20 ms while receiving, and once more with
+/// the very last delivery when the receiver stops (`flush`).
+#[derive(Default)]
+pub struct RxStamp {
+    seen: u64,
+    stored: u64,
+}
+
+impl RxStamp {
+    pub fn note(&mut self, sh: &Shared, now: u64) {
+        self.seen = now;
+        if now.saturating_sub(self.stored) >= 20_000 {
+            sh.last_rx_us.fetch_max(now, Ordering::Relaxed);
+            self.stored = now;
+        }
+    }
+
+    pub fn flush(&self, sh: &Shared) {
+        if self.seen > self.stored {
+            sh.last_rx_us.fetch_max(self.seen, Ordering::Relaxed);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_last_delivery_is_recorded_even_between_stores() {
+        let sh = Shared::new(1);
+        let mut s = RxStamp::default();
+        s.note(&sh, 100_000);
+        s.note(&sh, 105_000); // within 20 ms: not stored yet
+        assert_eq!(sh.last_rx_us.load(Ordering::Relaxed), 100_000);
+        s.flush(&sh);
+        assert_eq!(sh.last_rx_us.load(Ordering::Relaxed), 105_000);
+    }
+}
