@@ -270,8 +270,9 @@ fn survives_redis_restart() {
         block_on(link.command(redis::cmd("PING").clone())),
         Err(LinkError::Down)
     );
+    // Refused at once, not after waiting for the (2 s) I/O deadline.
     assert!(
-        t.elapsed() < Duration::from_millis(50),
+        t.elapsed() < Duration::from_millis(500),
         "failing took {:?}",
         t.elapsed()
     );
@@ -281,7 +282,9 @@ fn survives_redis_restart() {
     link.subscribe("o:ch");
     assert!(link.last_error().is_some());
     assert!(link.metrics().publish_drops >= 1);
-    std::thread::sleep(Duration::from_millis(500)); // a few backoff rounds
+    wait_for("a failed reconnect attempt", 5, || {
+        link.metrics().connect_failures >= 1
+    });
 
     let server = RedisServer::start_on(port);
     wait_up(&link);
@@ -365,20 +368,28 @@ fn queue_is_bounded_while_redis_is_unavailable() {
     // Stopped for good (SIGKILL): everything is refused at once, nothing queues.
     server.signal("CONT");
     server.kill();
-    let t = Instant::now();
+    // "At once": no call waits for anything (the I/O deadline here is 2 s).
+    let mut slowest = Duration::ZERO;
     for _ in 0..100_000 {
+        let t = Instant::now();
         assert_eq!(
             link.publish("b:ch", Bytes::from_static(b"x")),
             Err(LinkError::Down)
         );
+        slowest = slowest.max(t.elapsed());
     }
     for _ in 0..1000 {
+        let t = Instant::now();
         assert_eq!(
             block_on(link.command(redis::cmd("PING").clone())),
             Err(LinkError::Down)
         );
+        slowest = slowest.max(t.elapsed());
     }
-    assert!(t.elapsed() < Duration::from_secs(2));
+    assert!(
+        slowest < Duration::from_millis(500),
+        "slowest call {slowest:?}"
+    );
     let m = link.metrics();
     assert_eq!(m.queued, 0);
     assert!(m.publish_drops >= 100_000);
@@ -390,7 +401,9 @@ fn starts_down_and_connects_later_and_shuts_down() {
     let port = common::free_port();
     let (link, rx) = start(config(format!("redis://127.0.0.1:{port}")));
     link.subscribe("late:ch");
-    std::thread::sleep(Duration::from_millis(150));
+    wait_for("a failed connection attempt", 5, || {
+        link.last_error().is_some()
+    });
     assert!(matches!(link.status(), LinkStatus::Down { .. }));
     assert_eq!(link.publish("late:ch", Bytes::new()), Err(LinkError::Down));
 
