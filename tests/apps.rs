@@ -344,6 +344,8 @@ async fn join_and_leave_events_where_the_namespace_wants_them() {
         recv_json(&mut ann).await,
         json!({"type":"join","topic":"room:1","user_type":"user","user_id":"ben"})
     );
+    // Subscribing again is not a second join.
+    subscribe(&mut ben, "room:1").await;
     drop(ben);
     assert_eq!(
         recv_json(&mut ann).await,

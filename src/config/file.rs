@@ -527,6 +527,18 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
 
 /// Parses a duration such as `"500ms"`, `"25s"`, `"1h30m"` or `"1h 30m"` (units `ms`,
 /// `s`, `m`, `h`, `d`; whole numbers only; every number needs a unit).
+/// Whether `url` is a Redis URL this server can use. The message does not repeat the
+/// URL (it may hold a password).
+pub fn check_redis_url(url: &str) -> Result<(), String> {
+    if url.starts_with("rediss://") {
+        Err("TLS to Redis (rediss://) is not supported yet; reach Redis over a private network or a TLS tunnel and use redis://".into())
+    } else if !url.starts_with("redis://") || url.len() <= "redis://".len() {
+        Err("not a redis:// URL, e.g. \"redis://127.0.0.1:6379/0\"".into())
+    } else {
+        Ok(())
+    }
+}
+
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let t = s.trim();
     if t.is_empty() {
@@ -1093,13 +1105,8 @@ impl FileConfig {
             }
         }
         let redis_url = |path: &str, r: &str, p: &mut Problems| {
-            if r.starts_with("rediss://") {
-                p.add(path, format!("\"{r}\": TLS to Redis (rediss://) is not supported yet; reach Redis over a private network or a TLS tunnel and use redis://"));
-            } else if !r.starts_with("redis://") || r.len() <= 8 {
-                p.add(
-                    path,
-                    format!("\"{r}\" is not a redis:// URL, e.g. \"redis://127.0.0.1:6379/0\""),
-                );
+            if let Err(why) = check_redis_url(r) {
+                p.add(path, why);
             }
         };
         if let Some(r) = &s.redis {

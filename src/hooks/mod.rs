@@ -188,31 +188,12 @@ mod tests {
 
     #[test]
     fn signature_is_hmac_of_timestamp_dot_body() {
-        // The signed message is exactly "{timestamp}.{body}" (what backends recompute),
-        // and the HMAC in use matches the published HMAC-SHA256 vector for key "key".
-        let mut mac = Hmac::<Sha256>::new_from_slice(b"key").unwrap();
-        mac.update(b"1700000000.{\"a\":1}");
-        let want: String = mac
-            .finalize()
-            .into_bytes()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        // The signed message is exactly "{timestamp}.{body}" (what backends recompute);
+        // expected value computed independently with Python's `hmac` module:
+        // hmac.new(b"key", b'1700000000.{"a":1}', hashlib.sha256).hexdigest()
         assert_eq!(
             signature(b"key", 1_700_000_000, br#"{"a":1}"#),
-            format!("v1={want}")
-        );
-        let mut mac = Hmac::<Sha256>::new_from_slice(b"key").unwrap();
-        mac.update(b"The quick brown fox jumps over the lazy dog");
-        let known: String = mac
-            .finalize()
-            .into_bytes()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
-        assert_eq!(
-            known,
-            "f7bc83f430538424b13298e6aa6fb143ef4d59a14946175997479dbc2d1a3cd8"
+            "v1=a438e398bfafc57e4396bb7fc2304422f0f768e965d073ca313cb52e22e6ad03"
         );
         assert_ne!(
             signature(b"other", 1_700_000_000, br#"{"a":1}"#),

@@ -13,7 +13,7 @@ use super::ws_conn::{Conn, Endpoint};
 use crate::app::{Access, App};
 use crate::broker::Outbound;
 use crate::hub::conn::close_code;
-use crate::hub::{ConnHandle, Identity};
+use crate::hub::{ConnHandle, Identity, Joined};
 use crate::presence::{ConnInfo, UserKey};
 use crate::protocol::client::{self, ClientMsg, RequestId};
 use crate::protocol::{code, server, user_topic, valid_topic};
@@ -214,8 +214,8 @@ impl Conn {
     }
 
     /// Join `topic` of this connection's app; `ready` is queued once membership is live.
-    fn join(&self, topic: &str, ready: Option<Bytes>) {
-        join_topic(&self.shard, &self.h, topic, ready);
+    fn join(&self, topic: &str, ready: Option<Bytes>) -> Joined {
+        join_topic(&self.shard, &self.h, topic, ready)
     }
 
     fn personal_topic(&self) -> Option<String> {
@@ -302,8 +302,8 @@ impl Conn {
                 };
                 match decision {
                     Some(true) => {
-                        self.join(&topic, Some(server::subscribed(&topic, id)));
-                        announce(&shard, &self.h, &topic, "join");
+                        let joined = self.join(&topic, Some(server::subscribed(&topic, id)));
+                        announce_join(&shard, &self.h, &topic, joined);
                     }
                     Some(false) => self.error(
                         code::FORBIDDEN,
@@ -313,10 +313,10 @@ impl Conn {
                     None => {
                         let (shard2, t, idc) = (shard.clone(), topic.to_string(), id.cloned());
                         let url = self.app().hooks.subscribe.clone();
-                        self.ask(url, "subscribe", &topic, None, id.cloned(), move |h, c| {
-                            let _ = c;
-                            join_topic(&shard2, h, &t, Some(server::subscribed(&t, idc.as_ref())));
-                            announce(&shard2, h, &t, "join");
+                        self.ask(url, "subscribe", &topic, None, id.cloned(), move |h, _| {
+                            let ready = Some(server::subscribed(&t, idc.as_ref()));
+                            let joined = join_topic(&shard2, h, &t, ready);
+                            announce_join(&shard2, h, &t, joined);
                         });
                     }
                 }
@@ -550,12 +550,20 @@ fn announce(shard: &Rc<Shard>, h: &ConnHandle, topic: &str, kind: &'static str) 
 
 /// Join `topic` of the connection's app; the registry tracks it when the topic's
 /// namespace has `presence` on (never the personal topic: the user map covers it).
-fn join_topic(shard: &Rc<Shard>, h: &Rc<ConnHandle>, topic: &str, ready: Option<Bytes>) {
+/// A client's subscribe is a join for the topic's other members, unless it was a
+/// member already (subscribing twice must not announce twice).
+fn announce_join(shard: &Rc<Shard>, h: &ConnHandle, topic: &str, joined: Joined) {
+    if joined != Joined::Already {
+        announce(shard, h, topic, "join");
+    }
+}
+
+fn join_topic(shard: &Rc<Shard>, h: &Rc<ConnHandle>, topic: &str, ready: Option<Bytes>) -> Joined {
     let app = &shard.global.apps[h.app as usize];
     let track = !topic.starts_with("user:") && app.namespace(topic).is_some_and(|n| n.presence);
     let key = app.scope(topic);
     shard
         .hub
         .borrow_mut()
-        .subscribe(h, key, ready, track, &shard.mesh, shard.counters());
+        .subscribe(h, key, ready, track, &shard.mesh, shard.counters())
 }

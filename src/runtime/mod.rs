@@ -93,11 +93,7 @@ fn start_fleet(
         (None, true) => config.redis_cluster[0].clone(),
     };
     for u in std::iter::once(&url).chain(&config.redis_cluster) {
-        if !u.starts_with("redis://") {
-            anyhow::bail!(
-                "redis: a Redis URL must start with redis:// (TLS, rediss://, is not supported yet)"
-            );
-        }
+        crate::config::file::check_redis_url(u).map_err(|why| anyhow::anyhow!("redis: {why}"))?;
     }
     let node_id = match &config.node_id {
         Some(n) if crate::hub::conn::valid_node_id(n) => n.clone(),

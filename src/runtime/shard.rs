@@ -136,10 +136,11 @@ async fn accept_loop(shard: Rc<Shard>, listener: std::net::TcpListener, stop: fl
         }
     };
     let mut last_warn: Option<Instant> = None;
+    // One stop future for the life of the loop, not one per accepted socket.
+    let mut stopped = std::pin::pin!(stop.recv_async());
     loop {
         let next = {
             let mut accept = std::pin::pin!(listener.accept());
-            let mut stopped = std::pin::pin!(stop.recv_async());
             std::future::poll_fn(|cx| {
                 if stopped.as_mut().poll(cx).is_ready() {
                     return std::task::Poll::Ready(None);

@@ -380,6 +380,16 @@ impl Inner {
         r
     }
 
+    /// Queue one message for each of `shards`, under one lock.
+    fn queue_all(&self, shards: impl Iterator<Item = usize>, msg: impl Fn(usize) -> ShardMsg) {
+        let mut out = lock(&self.outgoing);
+        for shard in shards {
+            if let Some(b) = out.get_mut(shard) {
+                b.push(msg(shard));
+            }
+        }
+    }
+
     fn queue(&self, shard: usize, msg: ShardMsg) {
         if let Some(b) = lock(&self.outgoing).get_mut(shard) {
             b.push(msg);
@@ -427,17 +437,10 @@ impl Inner {
                 None => return,
             };
             match env.body {
-                Body::Frame(frame) => {
-                    for shard in shards_in(mask) {
-                        self.queue(
-                            shard,
-                            ShardMsg::Deliver {
-                                target: Target::Topic(key.clone()),
-                                frame: frame.clone(),
-                            },
-                        );
-                    }
-                }
+                Body::Frame(frame) => self.queue_all(shards_in(mask), |_| ShardMsg::Deliver {
+                    target: Target::Topic(key.clone()),
+                    frame: frame.clone(),
+                }),
                 Body::DisconnectUser { code } => self.disconnect_local_user(&key, code),
                 _ => {
                     self.stats.malformed.fetch_add(1, Relaxed);
@@ -452,15 +455,10 @@ impl Inner {
                 None => None,
             };
             if let Body::Frame(frame) = env.body {
-                for shard in 0..self.shards() {
-                    self.queue(
-                        shard,
-                        ShardMsg::Deliver {
-                            target: Target::Broadcast(app),
-                            frame: frame.clone(),
-                        },
-                    );
-                }
+                self.queue_all(0..self.shards(), |_| ShardMsg::Deliver {
+                    target: Target::Broadcast(app),
+                    frame: frame.clone(),
+                });
             }
         } else if channel.strip_prefix("ringcast:n:") == Some(&*self.node) {
             let (id, msg) = match env.body {
@@ -520,37 +518,31 @@ impl Inner {
     }
 
     fn on_subscribed(&self, channel: &str) {
-        let waiters = match lock(&self.interest).get_mut(channel) {
+        let (key, waiters) = match lock(&self.interest).get_mut(channel) {
             Some(i) => {
                 i.live = true;
-                std::mem::take(&mut i.waiters)
+                (i.key.clone(), std::mem::take(&mut i.waiters))
             }
             None => return,
         };
-        self.release(channel, waiters);
+        self.release(&key, waiters);
     }
 
     fn on_lost(&self) {
         let mut released = Vec::new();
-        for (ch, i) in lock(&self.interest).iter_mut() {
+        for i in lock(&self.interest).values_mut() {
             i.live = false;
             if !i.waiters.is_empty() {
-                released.push((ch.clone(), std::mem::take(&mut i.waiters)));
+                released.push((i.key.clone(), std::mem::take(&mut i.waiters)));
             }
         }
-        for (ch, w) in released {
-            self.release(&ch, w);
+        for (key, w) in released {
+            self.release(&key, w);
         }
     }
 
-    /// Tell waiting shards their subscription of `channel` is as live as it gets.
-    fn release(&self, channel: &str, waiters: Vec<(usize, u64, Instant)>) {
-        if waiters.is_empty() {
-            return;
-        }
-        let Some(key) = lock(&self.interest).get(channel).map(|i| i.key.clone()) else {
-            return;
-        };
+    /// Tell waiting shards their subscription of `key` is as live as it gets.
+    fn release(&self, key: &Arc<str>, waiters: Vec<(usize, u64, Instant)>) {
         for (shard, gen, _) in waiters {
             self.send_now(
                 shard,
@@ -578,16 +570,16 @@ impl Inner {
                         .into_iter()
                         .partition(|w| now - w.2 >= CONFIRM_TIMEOUT);
                     i.waiters = keep;
-                    late.push((ch.clone(), old));
+                    late.push((i.key.clone(), old));
                 }
                 true
             });
         }
-        for (ch, w) in late {
+        for (key, w) in late {
             self.stats
                 .confirm_timeouts
                 .fetch_add(w.len() as u64, Relaxed);
-            self.release(&ch, w);
+            self.release(&key, w);
         }
     }
 }

@@ -160,15 +160,24 @@ struct SlotMap {
     nodes: Vec<Arc<Node>>,
     /// When this map was installed (the `since` of an incomplete map).
     at: Instant,
+    /// Every slot has an owner: worked out once here, since `status()` runs on every
+    /// publish and a scan is 16,384 entries.
+    complete: bool,
 }
 
 impl SlotMap {
-    fn empty() -> SlotMap {
+    fn new(owner: Vec<u16>, nodes: Vec<Arc<Node>>) -> SlotMap {
+        let complete = !nodes.is_empty() && owner.iter().all(|&o| o != NO_OWNER);
         SlotMap {
-            owner: vec![NO_OWNER; SLOTS],
-            nodes: Vec::new(),
+            owner,
+            nodes,
             at: Instant::now(),
+            complete,
         }
+    }
+
+    fn empty() -> SlotMap {
+        SlotMap::new(vec![NO_OWNER; SLOTS], Vec::new())
     }
 
     fn node_of(&self, slot: u16) -> Option<&Arc<Node>> {
@@ -193,7 +202,7 @@ impl SlotMap {
     }
 
     fn complete(&self) -> bool {
-        !self.nodes.is_empty() && self.owner.iter().all(|&o| o != NO_OWNER)
+        self.complete
     }
 }
 
@@ -1132,11 +1141,7 @@ fn apply(st: &Arc<State>, ranges: Vec<Range>) {
             owner[usize::from(slot)] = idx as u16;
         }
     }
-    let new = Arc::new(SlotMap {
-        owner,
-        nodes,
-        at: Instant::now(),
-    });
+    let new = Arc::new(SlotMap::new(owner, nodes));
     *st.map.write().unwrap_or_else(|e| e.into_inner()) = new.clone();
     drop(hooks);
     tracing::info!(
