@@ -277,7 +277,7 @@ async fn endpoint_templates_origins_and_limits() {
         (got[0]["type"].as_str(), got[1]["topic"].as_str()),
         (Some("auth_success"), Some("post:42"))
     );
-    api(
+    let (status, _) = api(
         &srv,
         "key-a",
         "POST",
@@ -285,6 +285,7 @@ async fn endpoint_templates_origins_and_limits() {
         Some(r#"{"topic":"post:42","data":"comment"}"#),
     )
     .await;
+    assert_eq!(status, 200);
     assert_eq!(recv_json(&mut ws).await["data"], "comment");
 
     // A forbidden Origin gets 403 at the upgrade; an allowed one passes.
@@ -344,8 +345,9 @@ async fn join_and_leave_events_where_the_namespace_wants_them() {
         recv_json(&mut ann).await,
         json!({"type":"join","topic":"room:1","user_type":"user","user_id":"ben"})
     );
-    // Subscribing again is not a second join.
-    subscribe(&mut ben, "room:1").await;
+    // Subscribing again is not a second join (ben may first see its own join).
+    send_json(&mut ben, json!({"type": "subscribe", "topic": "room:1"})).await;
+    while recv_json(&mut ben).await["type"] != "subscribed" {}
     drop(ben);
     assert_eq!(
         recv_json(&mut ann).await,
@@ -383,7 +385,7 @@ async fn public_endpoint_beside_authenticated_ones() {
         (got[0]["user_type"].as_str(), got[1]["topic"].as_str()),
         (Some("anonymous"), Some("public:status"))
     );
-    api(
+    let (code, _) = api(
         &srv,
         "key-a",
         "POST",
@@ -391,6 +393,7 @@ async fn public_endpoint_beside_authenticated_ones() {
         Some(r#"{"topic":"public:status","data":"all good"}"#),
     )
     .await;
+    assert_eq!(code, 200);
     assert_eq!(recv_json(&mut status).await["data"], "all good");
     // The app's main endpoint still requires a token.
     let mut ws = srv.connect("/ws/a").await;

@@ -81,7 +81,7 @@ async fn a_draining_fleet_node_leaves_presence_at_once() {
     drop(alice);
     let status = tokio::task::block_in_place(|| a.wait_exit(Duration::from_secs(8)));
     assert!(status.expect("exited").success());
-    // Gone at once, not after the 60 s TTL.
+    // Gone at once: well before the 60 s TTL could have run out.
     let gone = Instant::now();
     eventually("alice offline, seen from C", || async { !online(&c).await }).await;
     assert!(

@@ -540,7 +540,12 @@ async fn traffic_survives_a_node_kill_and_a_redis_restart() {
     tokio::time::sleep(Duration::from_millis(400)).await;
     let redis_killed = Instant::now();
     redis.kill();
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Wait until B knows Redis is gone, then let a few publishes be refused.
+    eventually("B degraded", || async {
+        get(&b, "/health").await["status"] == "degraded"
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
     let _redis = RedisServer::start_on(port);
     wait_redis_up(&b).await;
     wait_redis_up(&c).await;
