@@ -162,7 +162,7 @@ impl prometheus_client::collector::Collector for Scrape {
             return Ok(());
         };
         let m = f.link_metrics();
-        let up = f.link_up();
+        let up = g.broker.health() == crate::broker::Health::Ok;
         ConstGauge::new(up as i64).encode(enc.encode_descriptor(
             "ringcast_redis_up",
             "1 when both Redis connections are up",

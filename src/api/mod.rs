@@ -18,7 +18,7 @@ use std::rc::Rc;
 
 use crate::app::App;
 use crate::broker::Outbound;
-use crate::hub::conn::{close_code, parse_conn_ref, ConnRef, SHARD_SHIFT};
+use crate::hub::conn::{close_code, parse_conn_ref, shard_of, ConnRef};
 use crate::hub::CloseReason;
 use crate::metrics::ShardCounters;
 use crate::net::http::{Request, Response};
@@ -741,7 +741,7 @@ async fn connection<'a>(
 
 /// Deliver to (or disconnect) a connection on whichever shard holds it.
 fn to_connection(shard: &Rc<Shard>, id: u64, msg: ShardMsg) {
-    let owner = (id >> SHARD_SHIFT) as usize;
+    let owner = shard_of(id);
     if owner != shard.id {
         shard.mesh.send(owner, msg);
         return;

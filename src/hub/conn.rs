@@ -277,6 +277,11 @@ impl ConnHandle {
 /// Shard index encoded in a connection id.
 pub const SHARD_SHIFT: u32 = 48;
 
+/// The shard that owns connection `id`.
+pub fn shard_of(id: u64) -> usize {
+    (id >> SHARD_SHIFT) as usize
+}
+
 /// This node's id in a fleet (Redis broker), set once at start; unset on a single node.
 static NODE_ID: std::sync::OnceLock<Box<str>> = std::sync::OnceLock::new();
 

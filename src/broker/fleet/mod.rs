@@ -42,6 +42,7 @@ use super::redis::{
     ClusterLink, Incoming, LinkError, LinkMetrics, LinkStatus, RedisConfig, RedisLink, Sink,
 };
 use super::{Broker, Health, Outbound};
+use crate::hub::conn::shard_of;
 use crate::presence::Presence;
 use crate::runtime::mesh::{shards_in, Batch, ShardMsg, Target};
 use wire::Body;
@@ -218,11 +219,11 @@ impl RedisBroker {
             .arg(&*i.node)
             .clone()];
         for app in &i.apps {
-            let keys: Vec<String> = ["conns", "users", "topics", "counts"]
-                .iter()
-                .map(|w| presence::key(app, &i.node, w))
-                .collect();
-            cmds.push(redis::cmd("DEL").arg(keys).clone());
+            cmds.push(
+                redis::cmd("DEL")
+                    .arg(&presence::node_keys(app, &i.node)[..])
+                    .clone(),
+            );
         }
         let done = self.link().commands(cmds);
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -233,11 +234,6 @@ impl RedisBroker {
             Ok(Ok(Err(e))) => tracing::warn!("removing presence from redis: {e}"),
             _ => tracing::warn!("removing presence from redis: no answer in {wait:?}"),
         }
-    }
-
-    /// Both Redis connections are up.
-    pub fn link_up(&self) -> bool {
-        self.link().status() == LinkStatus::Up
     }
 
     pub fn stats(&self) -> &FleetStats {
@@ -475,7 +471,7 @@ impl Inner {
                     return;
                 }
             };
-            self.queue(owner(id), msg);
+            self.queue(shard_of(id), msg);
         }
     }
 
@@ -493,7 +489,7 @@ impl Inner {
             user_id: user.1.into(),
         };
         for id in self.presence.user_connections(&user) {
-            self.queue(owner(id), ShardMsg::Disconnect { conn: id, code });
+            self.queue(shard_of(id), ShardMsg::Disconnect { conn: id, code });
         }
     }
 
@@ -593,11 +589,6 @@ fn trim_for_backlog(batch: &mut Batch, queued: usize) -> u64 {
     let before = batch.len();
     batch.retain(|m| !matches!(m, ShardMsg::Deliver { .. }));
     (before - batch.len()) as u64
-}
-
-/// The shard that owns a connection id.
-fn owner(id: u64) -> usize {
-    (id >> crate::hub::conn::SHARD_SHIFT) as usize
 }
 
 struct LinkSink(Arc<Inner>);

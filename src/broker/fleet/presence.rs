@@ -43,6 +43,11 @@ const SWEEP_EVERY: Duration = Duration::from_millis(250);
 /// Fields (or members) per write command, and commands per pipeline unit.
 const CHUNK: usize = 512;
 
+/// Every presence key one node writes for one app.
+pub(super) fn node_keys(app: &str, node: &str) -> [String; 4] {
+    ["conns", "users", "topics", "counts"].map(|w| key(app, node, w))
+}
+
 pub(super) fn key(app: &str, node: &str, what: &str) -> String {
     format!("ringcast:{{{app}:{node}}}:{what}")
 }
@@ -198,8 +203,7 @@ impl Writer {
 
     fn keys(&self, app: u16) -> Option<[String; 4]> {
         let name = self.inner.apps.get(usize::from(app))?;
-        let node = &self.inner.node;
-        Some(["conns", "users", "topics", "counts"].map(|w| key(name, node, w)))
+        Some(node_keys(name, &self.inner.node))
     }
 
     /// Registry entry and TTLs of every app's keys.
